@@ -1,0 +1,115 @@
+"""Server-side helpers shared by both sides: JSON errors, body limits, signed routes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from handshake.auth import Verifier
+from handshake.errors import AuthError, ValidationError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+VERIFIER_KEY = web.AppKey("verifier", Verifier)
+BODY_KEY = "edgepair.body"
+SIGNED_KEY = "edgepair.signed"
+
+
+def json_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    """The one error shape: ``{"error": {"code", "message"}}``."""
+    body: dict[str, Any] = {"error": {"code": code, "message": message, **extra}}
+    return web.json_response(body, status=status)
+
+
+_REASON_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 411: "length_required",
+    413: "body_too_large", 415: "unsupported_media_type", 429: "rate_limited",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every HTTP error into JSON; an unexpected exception is a logged 500, never a trace."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.content_type == "application/json":
+            raise
+        code = _REASON_CODES.get(exc.status, "error")
+        message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        if exc.status == 413:
+            message = f"request body too large (limit {request.app['max_body']} bytes)"
+        return json_error(exc.status, code, message or exc.reason)
+    except AuthError as exc:
+        return json_error(401, "unauthorized", str(exc))
+    except ValidationError as exc:
+        return json_error(400, "invalid", str(exc), **({"field": exc.field} if exc.field else {}))
+
+
+def make_app(max_body: int, verifier: Verifier | None,
+             middlewares: tuple[Any, ...] = ()) -> web.Application:
+    """An aiohttp app with JSON errors and a body limit."""
+    app = web.Application(client_max_size=max_body, middlewares=[error_middleware, *middlewares])
+    app["max_body"] = max_body
+    if verifier is not None:
+        app[VERIFIER_KEY] = verifier
+    return app
+
+
+async def read_body(request: web.Request) -> bytes:
+    """Read the whole body within the app's limit (413 past it, also when Content-Length lies)."""
+    if BODY_KEY in request:
+        body: bytes = request[BODY_KEY]
+        return body
+    limit: int = request.app["max_body"]
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = await request.read()
+    request[BODY_KEY] = body
+    return body
+
+
+async def verify_request(request: web.Request) -> None:
+    """Check the request's signature over its exact body bytes; AuthError when it fails."""
+    verifier = request.app[VERIFIER_KEY]
+    body = await read_body(request)
+    headers = {"x-content-sha256": request.headers["X-Content-SHA256"]} \
+        if "X-Content-SHA256" in request.headers else None
+    verifier.verify(request.headers.get("Authorization"), request.method,
+                    request.rel_url.raw_path_qs, body, headers)
+    request[SIGNED_KEY] = True
+
+
+def signed(handler: Handler) -> Handler:
+    """Decorator: the route requires a valid signature."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        await verify_request(request)
+        return await handler(request)
+
+    wrapper.__name__ = handler.__name__
+    wrapper.__doc__ = handler.__doc__
+    wrapper.edgepair_signed = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """Parse the body as a JSON object; 400 with a precise message otherwise."""
+    body = await read_body(request)
+    if not body:
+        return {}
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
+    return data
