@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VERIFIER_KEY = web.AppKey("verifier", Verifier)
-BODY_KEY = "edgepair.body"
-SIGNED_KEY = "edgepair.signed"
+MAX_BODY_KEY = web.AppKey("max_body", int)
+BODY_KEY = web.RequestKey("edgepair.body", bytes)
+SIGNED_KEY = web.RequestKey("edgepair.signed", bool)
 
 
 def json_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -46,7 +47,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code = _REASON_CODES.get(exc.status, "error")
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         if exc.status == 413:
-            message = f"request body too large (limit {request.app['max_body']} bytes)"
+            message = f"request body too large (limit {request.app[MAX_BODY_KEY]} bytes)"
         return json_error(exc.status, code, message or exc.reason)
     except AuthError as exc:
         return json_error(401, "unauthorized", str(exc))
@@ -58,7 +59,7 @@ def make_app(max_body: int, verifier: Verifier | None,
              middlewares: tuple[Any, ...] = ()) -> web.Application:
     """An aiohttp app with JSON errors and a body limit."""
     app = web.Application(client_max_size=max_body, middlewares=[error_middleware, *middlewares])
-    app["max_body"] = max_body
+    app[MAX_BODY_KEY] = max_body
     if verifier is not None:
         app[VERIFIER_KEY] = verifier
     return app
@@ -67,9 +68,8 @@ def make_app(max_body: int, verifier: Verifier | None,
 async def read_body(request: web.Request) -> bytes:
     """Read the whole body within the app's limit (413 past it, also when Content-Length lies)."""
     if BODY_KEY in request:
-        body: bytes = request[BODY_KEY]
-        return body
-    limit: int = request.app["max_body"]
+        return request[BODY_KEY]
+    limit = request.app[MAX_BODY_KEY]
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     body = await request.read()

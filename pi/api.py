@@ -1,0 +1,218 @@
+"""The Pi's api daemon: handshake HTTP API, heartbeat, WoL, DNS failover, public files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from handshake import __version__, atomic
+from handshake.auth import Verifier
+from handshake.http import json_body, json_error, make_app, signed, verify_request
+from handshake.messages import ComingOnline, GoingOffline, WakeRequest
+from handshake.timeutil import iso
+from pi import pistats
+from pi import state as sm
+from pi.config import PiConfig
+from pi.dns import make_backend
+from pi.heartbeat import HeartbeatProbe
+from pi.hostloop import HostController
+from pi.openapi import PI_OPENAPI
+from pi.ratelimit import TokenBucket
+from pi.wol import WolSender
+
+log = logging.getLogger(__name__)
+
+CONTROLLER = web.AppKey("controller", HostController)
+BUCKET = web.AppKey("wake_bucket", TokenBucket)
+CONFIG = web.AppKey("config", PiConfig)
+STARTED = web.AppKey("started", float)
+# Public files are small and rewritten atomically; the dashboard polls them.
+_PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
+# pi.json refresh period: load and memory move slowly.
+PI_STATS_INTERVAL_S = 60.0
+# Anonymous wake bursts: a user double-clicking the button is fine, a script is not.
+ANONYMOUS_WAKE_BURST = 3
+
+
+def build_app(config: PiConfig, controller: HostController, key: bytes,
+              clock: Callable[[], float] = time.time) -> web.Application:
+    """The aiohttp application (routes only; loops are started by ``run``)."""
+    app = make_app(config.api.max_body_bytes, Verifier(key, clock=clock))
+    app[CONTROLLER] = controller
+    app[CONFIG] = config
+    app[STARTED] = time.monotonic()
+    app[BUCKET] = TokenBucket(rate_per_min=config.api.anonymous_wake_per_min,
+                              burst=min(ANONYMOUS_WAKE_BURST, config.api.anonymous_wake_per_min))
+    app.router.add_get("/api/v1/health", health)
+    app.router.add_get("/api/v1/status", status)
+    app.router.add_post("/api/v1/host/going-offline", going_offline)
+    app.router.add_post("/api/v1/host/coming-online", coming_online)
+    app.router.add_post("/api/v1/wake", wake)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/data/{name}", public_file)
+    frontend = config.api.frontend_dir
+    if frontend is not None and (frontend / "index.html").is_file():
+        app.router.add_get("/", index)
+        app.router.add_static("/", frontend, follow_symlinks=False)
+    else:
+        app.router.add_get("/", no_frontend)
+    return app
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness of the api daemon itself."""
+    return web.json_response({"ok": True, "version": __version__,
+                              "uptime_s": round(time.monotonic() - request.app[STARTED], 3)})
+
+
+async def status(request: web.Request) -> web.Response:
+    """What host.json holds, fresh."""
+    return web.json_response(request.app[CONTROLLER].document(time.time()))
+
+
+@signed
+async def going_offline(request: web.Request) -> web.Response:
+    """The host is about to sleep: store its snapshot, switch DNS to the Pi, then ack."""
+    message = GoingOffline.from_json(await json_body(request))
+    controller = request.app[CONTROLLER]
+    wake_at = message.wake_at.timestamp() if message.wake_at else None
+    controller.store_snapshot(message.reason, wake_at, message.snapshot)
+    new = await controller.handle(sm.GoingOffline(message.reason, wake_at))
+    return web.json_response({"ack": True, "state": new.state.value,
+                              "dns_target": new.dns_target, "wake_at": iso(new.wake_at)})
+
+
+@signed
+async def coming_online(request: web.Request) -> web.Response:
+    """The host is up: DNS back to the host, tell it what waits in the inbox."""
+    ComingOnline.from_json(await json_body(request))
+    new = await request.app[CONTROLLER].handle(sm.ComingOnline())
+    return web.json_response({"ack": True, "state": new.state.value,
+                              "dns_target": new.dns_target,
+                              "inbox_pending": _inbox_pending(request.app[CONFIG])})
+
+
+async def wake(request: web.Request) -> web.Response:
+    """Send a magic packet: signed, or anonymous and rate-limited when allowed."""
+    config = request.app[CONFIG]
+    if "Authorization" in request.headers:
+        await verify_request(request)
+    elif not config.api.allow_anonymous_wake:
+        return json_error(401, "unauthorized",
+                          "wake needs a signed request (allow_anonymous_wake is off)")
+    else:
+        bucket = request.app[BUCKET]
+        if not bucket.allow(time.monotonic()):
+            retry = bucket.retry_after()
+            response = json_error(429, "rate_limited",
+                                  f"too many anonymous wake requests; retry in {retry:.0f} s")
+            response.headers["Retry-After"] = str(max(1, round(retry)))
+            return response
+    message = WakeRequest.from_json(await json_body(request))
+    controller = request.app[CONTROLLER]
+    before = controller.status.state
+    sent_before = controller.wol_sent
+    new = await controller.handle(sm.WakeRequested(message.source))
+    sent = controller.wol_sent > sent_before
+    if before is sm.HostState.ONLINE:
+        return web.json_response({"sent": False, "state": new.state.value,
+                                  "message": "host is already online"})
+    if before is sm.HostState.GOING_OFFLINE:
+        return web.json_response({"sent": False, "state": new.state.value,
+                                  "message": "host is going down; it will be woken once down"},
+                                 status=202)
+    return web.json_response({"sent": sent, "state": new.state.value,
+                              "boot_timeout_s": config.host.boot_timeout_s}, status=202)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI document of this API."""
+    return web.json_response(PI_OPENAPI)
+
+
+async def public_file(request: web.Request) -> web.StreamResponse:
+    """``/data/<name>.json``: the public files, never cached, never outside public/."""
+    name = request.match_info["name"]
+    if not _PUBLIC_NAME.match(name):
+        return json_error(404, "not_found", f"no public file {name!r}")
+    path = request.app[CONFIG].public_dir / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return json_error(404, "not_found", f"{name} has not been written yet")
+    return web.Response(body=data, content_type="application/json",
+                        headers={"Cache-Control": "no-cache"})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    """The dashboard."""
+    frontend = request.app[CONFIG].api.frontend_dir
+    assert frontend is not None
+    return web.FileResponse(frontend / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def no_frontend(request: web.Request) -> web.Response:
+    return web.Response(text="edgepair api: no dashboard configured ([api] frontend_dir); "
+                        "public files are under /data/\n")
+
+
+def _inbox_pending(config: PiConfig) -> int:
+    try:
+        data = atomic.read_json(config.public_dir / "inbox.json")
+        pending = data.get("pending", {}) if isinstance(data, dict) else {}
+        return int(pending.get("files", 0)) if isinstance(pending, dict) else 0
+    except (ValueError, TypeError, OSError):
+        return 0
+
+
+async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
+              kick: Callable[[str], None] = lambda name: None) -> None:
+    """Run the api daemon until cancelled."""
+    secrets = config.secrets()
+    async with aiohttp.ClientSession() as session:
+        dns = make_backend(config.dns, secrets, session=session)
+        await dns.start()
+        try:
+            wol = WolSender(config.host.mac, config.wol)
+            probe = HeartbeatProbe(config.host.url, config.host.heartbeat_timeout_s, session)
+            controller = HostController(config, dns, wol.send, probe.probe, kick=kick)
+            await controller.start()
+            app = build_app(config, controller, secrets.handshake_key)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            try:
+                host, port = config.api.listen
+                await web.TCPSite(runner, host, port).start()
+                log.info("api listening on %s:%d; DNS %s → %s (%s)", host, port,
+                         config.dns.name, controller.desired_address(), config.dns.backend)
+                async with controller.running():
+                    ready()
+                    await _publish_pi_stats(config, kick)
+            finally:
+                await runner.cleanup()
+        finally:
+            await dns.close()
+
+
+async def _publish_pi_stats(config: PiConfig, kick: Callable[[str], None]) -> None:
+    path = config.public_dir / "pi.json"
+    while True:
+        document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S)
+        await asyncio.to_thread(atomic.write_bytes, path,
+                                json.dumps(document, indent=1).encode() + b"\n")
+        kick("pistats")
+        await asyncio.sleep(PI_STATS_INTERVAL_S)
+
+
+def frontend_default() -> Path:
+    """The dashboard shipped beside the packages (a source checkout or /opt/edgepair)."""
+    return Path(__file__).resolve().parent.parent / "frontend-dist"

@@ -1,0 +1,272 @@
+"""The api daemon's host controller: feeds events to the pure state machine, performs actions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from handshake import atomic
+from handshake.errors import EdgepairError
+from handshake.quietlog import QuietLogger
+from handshake.timeutil import iso
+from pi import state as sm
+from pi.config import PiConfig
+from pi.dns import DnsBackend
+from pi.heartbeat import Beat
+from pi.schedule import next_wake, zone
+
+log = logging.getLogger(__name__)
+
+HOST_SCHEMA = "edgepair.host/1"
+SNAPSHOT_SCHEMA = "edgepair.snapshot/1"
+STATE_FILE = "host-state.json"
+
+
+@dataclass(slots=True)
+class Alarm:
+    message: str
+    since: float
+
+
+class HostController:
+    """Owns the host status: one lock, one writer of host.json, snapshot.json and its state file."""
+
+    def __init__(self, config: PiConfig, dns: DnsBackend, send_wol: Callable[[], Awaitable[None]],
+                 probe: Callable[[], Awaitable[Beat]], *,
+                 clock: Callable[[], float] = time.time,
+                 kick: Callable[[str], None] = lambda name: None) -> None:
+        self.config = config
+        self.rules = sm.Rules(fall=config.host.fall, rise=config.host.rise,
+                              boot_timeout_s=config.host.boot_timeout_s,
+                              going_offline_grace_s=config.host.going_offline_grace_s)
+        self.dns = dns
+        self.send_wol = send_wol
+        self.probe = probe
+        self.clock = clock
+        self.kick = kick
+        self.quiet = QuietLogger(log)
+        self.lock = asyncio.Lock()
+        self.status = self._restore()
+        self.last_beat: Beat | None = None
+        self.alarm: Alarm | None = None
+        self.dns_error: str | None = None
+        self.dns_address: str | None = None
+        self.last_wol: dict[str, Any] | None = None
+        self.wol_sent = 0
+        self.tz = zone(config.schedule)
+        self.next_scheduled = self._next_scheduled(clock())
+        self._last_publish = 0.0
+
+    # -- state -------------------------------------------------------------------------
+
+    def _state_path(self) -> Path:
+        return self.config.private_dir / STATE_FILE
+
+    def _restore(self) -> sm.HostStatus:
+        try:
+            data = atomic.read_json(self._state_path())
+            if isinstance(data, dict):
+                status = sm.HostStatus.from_json(data)
+                log.info("restored host state %s since %s", status.state.value, iso(status.since))
+                return status
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable %s: %s", self._state_path(), exc)
+        return sm.initial(self.clock())
+
+    def _persist(self) -> None:
+        atomic.write_json(self._state_path(), self.status.to_json(), mode=0o600)
+
+    def desired_address(self) -> str:
+        target = self.status.dns_target
+        return self.config.host.address if target == "host" else self.config.pi.address
+
+    # -- events ------------------------------------------------------------------------
+
+    async def handle(self, event: sm.Event) -> sm.HostStatus:
+        """Apply one event and perform its actions before returning (DNS switched on return)."""
+        async with self.lock:
+            now = self.clock()
+            before = self.status
+            self.status, actions = sm.step(before, event, now, self.rules)
+            if before.state is not self.status.state:
+                log.info("host %s → %s (%s)", before.state.value, self.status.state.value,
+                         type(event).__name__)
+            for action in actions:
+                await self._perform(action, now)
+            changed = (before.state, before.since, before.wake_at) != (
+                self.status.state, self.status.since, self.status.wake_at)
+            if changed:
+                self._persist()
+            if changed or actions:
+                self.publish(now)
+            return self.status
+
+    async def _perform(self, action: sm.Action, now: float) -> None:
+        match action:
+            case sm.SetDns():
+                await self.apply_dns()
+            case sm.SendWol(source=source):
+                try:
+                    await self.send_wol()
+                except OSError as exc:
+                    log.error("could not send the magic packet: %s", exc)
+                    self.last_wol = {"at": iso(now), "source": source, "error": str(exc)}
+                else:
+                    self.wol_sent += 1
+                    self.last_wol = {"at": iso(now), "source": source, "error": None}
+            case sm.Alarm(message=message):
+                log.warning("alarm: %s", message)
+                self.alarm = Alarm(message, now)
+            case sm.Resolved(message=message):
+                log.info("%s", message)
+                self.alarm = None
+
+    async def apply_dns(self) -> None:
+        """Point the name at the desired address; failures are retried by reconcile."""
+        address = self.desired_address()
+        try:
+            await self.dns.set_address(address)
+        except EdgepairError as exc:
+            self.dns_error = str(exc)
+            self.quiet.failure("dns", "DNS backend failed to switch to %s: %s", address, exc)
+        else:
+            self.dns_address = address
+            self.dns_error = None
+            self.quiet.success("dns", "DNS backend works again")
+
+    async def reconcile(self) -> bool:
+        """Read the record back and correct it; True when it had to be corrected."""
+        async with self.lock:
+            address = self.desired_address()
+            try:
+                served = await self.dns.get_address()
+            except EdgepairError as exc:
+                self.dns_error = str(exc)
+                self.quiet.failure("dns", "DNS backend cannot be read: %s", exc)
+                return False
+            if served == address and self.dns_error is None:
+                return False
+            if served != address:
+                log.warning("DNS record for %s is %s, expected %s: restoring",
+                            self.config.dns.name, served, address)
+            await self.apply_dns()
+            self.publish(self.clock())
+            return served != address
+
+    # -- loops -------------------------------------------------------------------------
+
+    async def heartbeat_loop(self) -> None:
+        interval = self.config.host.heartbeat_interval_s
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            beat = await self.probe()
+            self.last_beat = beat
+            if beat.ok:
+                self.quiet.success("heartbeat", "host answers heartbeats again")
+                await self.handle(sm.HeartbeatOk())
+            else:
+                self.quiet.failure("heartbeat", "heartbeat to %s failed: %s",
+                                   self.config.host.url, beat.error)
+                await self.handle(sm.HeartbeatFail(beat.error or ""))
+            await self.tick()
+            self.kick("heartbeat")
+            next_at = max(next_at + interval, loop.time())
+            await asyncio.sleep(next_at - loop.time())
+
+    async def tick(self) -> None:
+        """Timers: the boot timeout, a one-shot wake_at, the daily schedule, the publish."""
+        now = self.clock()
+        await self.handle(sm.Tick())
+        if self.next_scheduled is not None and now >= self.next_scheduled.timestamp():
+            log.info("scheduled wake at %s", iso(self.next_scheduled))
+            self.next_scheduled = self._next_scheduled(now)
+            await self.handle(sm.WakeRequested("schedule"))
+        if now - self._last_publish >= self.config.api.publish_interval_s:
+            self.publish(now)
+
+    async def reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.dns.reconcile_s)
+            await self.reconcile()
+            self.kick("reconcile")
+
+    def _next_scheduled(self, now: float) -> datetime | None:
+        return next_wake(self.config.schedule.wake, datetime.fromtimestamp(now, UTC), self.tz)
+
+    # -- public files ------------------------------------------------------------------
+
+    def next_wake(self) -> dict[str, Any] | None:
+        candidates = []
+        if self.status.wake_at is not None:
+            candidates.append((self.status.wake_at, "host"))
+        if self.next_scheduled is not None:
+            candidates.append((self.next_scheduled.timestamp(), "schedule"))
+        if not candidates:
+            return None
+        at, source = min(candidates)
+        return {"at": iso(at), "source": source}
+
+    def document(self, now: float) -> dict[str, Any]:
+        """What host.json and ``GET /api/v1/status`` hold."""
+        beat = self.last_beat
+        host = self.config.host
+        return {
+            "schema": HOST_SCHEMA,
+            "generated_at": iso(now),
+            "interval_s": self.config.api.publish_interval_s,
+            "state": self.status.state.value,
+            "since": iso(self.status.since),
+            "reason": self.status.reason,
+            "last_heartbeat": None if beat is None else {
+                "at": iso(beat.at), "ok": beat.ok, "latency_ms": beat.latency_ms,
+                "error": beat.error, "boot_id": beat.boot_id, "uptime_s": beat.uptime_s},
+            "heartbeat": {"interval_s": host.heartbeat_interval_s, "fall": host.fall,
+                          "rise": host.rise},
+            "dns": {"name": self.config.dns.name, "backend": self.config.dns.backend,
+                    "target": self.status.dns_target, "address": self.desired_address(),
+                    "applied": self.dns_address == self.desired_address()
+                    and self.dns_error is None,
+                    "error": self.dns_error},
+            "next_wake": self.next_wake(),
+            "last_wake": self.last_wol,
+            "boot_timeout_s": host.boot_timeout_s,
+            "alarm": None if self.alarm is None else {"message": self.alarm.message,
+                                                      "since": iso(self.alarm.since)},
+        }
+
+    def publish(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        self._last_publish = now
+        atomic.write_json(self.config.public_dir / "host.json", self.document(now))
+
+    def store_snapshot(self, reason: str, wake_at: float | None, snapshot: dict[str, Any]) -> None:
+        now = self.clock()
+        atomic.write_json(self.config.public_dir / "snapshot.json", {
+            "schema": SNAPSHOT_SCHEMA, "generated_at": iso(now), "interval_s": None,
+            "received_at": iso(now), "reason": reason, "wake_at": iso(wake_at),
+            "snapshot": snapshot})
+
+    async def start(self) -> None:
+        """Assert the record for the restored state and publish before serving."""
+        async with self.lock:
+            await self.apply_dns()
+        self.publish()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> Any:
+        tasks = [asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),
+                 asyncio.create_task(self.reconcile_loop(), name="reconcile")]
+        try:
+            yield self
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
