@@ -165,13 +165,23 @@ def run_until_signal(factory: Callable[[Callable[[], None], Callable[[str], None
     except asyncio.CancelledError:
         log.info("stopped")
         return 0
-    except* ConfigError as group:
-        raise group.exceptions[0] from None
-    except* EdgepairError as group:
-        for exc in group.exceptions:
+    except BaseExceptionGroup as group:  # from the daemons' TaskGroup
+        errors = _leaves(group)
+        if not all(isinstance(e, EdgepairError) for e in errors):
+            raise
+        for exc in errors:
+            if isinstance(exc, ConfigError):
+                raise exc from None
             print(f"edgepair: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 # -- client commands ---------------------------------------------------------------------
@@ -265,17 +275,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         if side == "pi":
             from pi import config as pi_config  # noqa: PLC0415
 
-            loaded: Any = pi_config.load(args.file)
+            pi_config.load(args.file)
         else:
             from host import config as host_config  # noqa: PLC0415
 
-            loaded = host_config.load(args.file)
+            host_config.load(args.file)
     except ConfigError as exc:
         problems.extend(exc.problems)
-        loaded = None
-    if loaded is not None:
+    secrets = _secrets_path(args.file, side)
+    if secrets is not None:
+        from handshake.configfile import load_secrets  # noqa: PLC0415
+
         try:
-            loaded.secrets()
+            load_secrets(secrets)
         except ConfigError as exc:
             problems.extend(exc.problems)
     for problem in problems:
@@ -285,6 +297,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     print(f"{args.file}: ok ({side} config)")
     return 0
+
+
+def _secrets_path(path: Path, side: str) -> Path | None:
+    """The secrets file a config names, read leniently so it is checked even if the rest fails."""
+    from handshake.configfile import load_toml, resolve  # noqa: PLC0415
+
+    try:
+        section = load_toml(path).get("pi" if side == "pi" else "host", {})
+    except ConfigError:
+        return None
+    value = section.get("secrets_file", "/etc/edgepair/secrets.toml") \
+        if isinstance(section, dict) else None
+    return resolve(path, value) if isinstance(value, str) else None
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

@@ -1,0 +1,125 @@
+"""Config: every problem named with file, key and expectation; secrets must be private."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from handshake.configfile import load_secrets
+from handshake.errors import ConfigError
+from pi import cli
+from pi.config import load, parse_days
+from tests.helpers import KEY, pi_toml, write_secrets
+
+
+def test_valid_config_parses_into_frozen_dataclasses(tmp_path: Path) -> None:
+    config = load(pi_toml(tmp_path))
+    assert config.host.fall == 3
+    assert config.dns.name == "nas.home.arpa"
+    assert config.secrets().handshake_key == KEY
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.host.fall = 4  # type: ignore[misc]
+    variant = dataclasses.replace(config.host, fall=5)
+    assert variant.fall == 5
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = pi_toml(tmp_path, host_extra='heartbeat_intervall_s = 5', dns_extra='pihole_url = 5',
+                   extra='[wol2]\nport = 9\n')
+    text = path.read_text().replace('mac = "AA:BB:CC:DD:EE:FF"', 'mac = "AA:BB"')
+    text = text.replace('backend = "builtin"', 'backend = "bind"')
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    problems = "\n".join(info.value.problems)
+    assert f"{path}: host.heartbeat_intervall_s: unknown key (did you mean " \
+           "'heartbeat_interval_s'?)" in problems
+    assert f"{path}: host.mac: expected a MAC address" in problems
+    assert f"{path}: dns.pihole_url: expected a string, got 5" in problems
+    assert f"{path}: dns.backend: expected one of builtin, pihole, hostsfile, got 'bind'" in problems
+    assert f"{path}: wol2: unknown key" in problems
+    assert len(info.value.problems) == 5
+
+
+def test_missing_required_and_bad_syntax(tmp_path: Path) -> None:
+    path = tmp_path / "pi.toml"
+    path.write_text("[pi]\naddress = \"10.0.0.300\"\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    problems = "\n".join(info.value.problems)
+    assert "pi.address: expected an IP address, got '10.0.0.300'" in problems
+    assert "host.mac: required key is missing" in problems
+    path.write_text("[pi\naddress = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(path)
+
+
+def test_local_names_are_refused(tmp_path: Path) -> None:
+    path = pi_toml(tmp_path)
+    path.write_text(path.read_text().replace("nas.home.arpa", "nas.local"))
+    with pytest.raises(ConfigError, match="not .local"):
+        load(path)
+
+
+def test_secrets_must_not_be_readable_by_others(tmp_path: Path) -> None:
+    path = write_secrets(tmp_path / "s.toml", mode=0o644)
+    with pytest.raises(ConfigError, match="readable by group or others.*chmod 600"):
+        load_secrets(path)
+    path.chmod(0o640)
+    with pytest.raises(ConfigError, match="mode 640"):
+        load_secrets(path)
+    path.chmod(0o600)
+    assert load_secrets(path).handshake_key == KEY
+
+
+def test_short_or_non_hex_keys_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        load_secrets(write_secrets(tmp_path / "a.toml", key_hex="ab" * 8))
+    with pytest.raises(ConfigError, match="expected hex digits"):
+        load_secrets(write_secrets(tmp_path / "b.toml", key_hex="zz" * 32))
+    with pytest.raises(ConfigError, match="secrets file not found"):
+        load_secrets(tmp_path / "none.toml")
+
+
+def test_check_config_cli_prints_every_problem(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = pi_toml(tmp_path, host_extra="going_offline_grace_s = 0")
+    (tmp_path / "secrets.toml").chmod(0o644)
+    assert cli.main(["check-config", str(path)]) == 2
+    out = capsys.readouterr()
+    assert "host.going_offline_grace_s: expected a value ≥ 1, got 0.0" in out.out
+    assert "readable by group or others" in out.out
+    assert "2 problem(s)" in out.err
+    assert "Traceback" not in out.out + out.err
+
+
+def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check-config", str(pi_toml(tmp_path))]) == 0
+    assert "ok (pi config)" in capsys.readouterr().out
+
+
+def test_keygen_prints_64_hex(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["keygen"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert len(bytes.fromhex(key)) == 32
+
+
+def test_schedule_entries(tmp_path: Path) -> None:
+    path = pi_toml(tmp_path, extra='[[schedule.wake]]\nat = "07:00"\ndays = "mon-fri"\n'
+                                   '[[schedule.wake]]\nat = "25:00"\ndays = "someday"\n')
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    problems = "\n".join(info.value.problems)
+    assert "schedule.wake[1].at: expected a local time HH:MM" in problems
+    assert "schedule.wake[1].days: expected days like" in problems
+    assert len(info.value.problems) == 2
+
+
+@pytest.mark.parametrize(("text", "days"), [
+    ("mon-fri", (0, 1, 2, 3, 4)), ("sat,sun", (5, 6)), ("daily", tuple(range(7))),
+    ("fri-mon", (0, 4, 5, 6)), ("wed", (2,)), ("tues", None), ("", None),
+])
+def test_parse_days(text: str, days: tuple[int, ...] | None) -> None:
+    assert parse_days(text) == days
