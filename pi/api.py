@@ -196,20 +196,19 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                          config.dns.name, controller.desired_address(), config.dns.backend)
                 async with controller.running():
                     ready()
-                    await _publish_pi_stats(config, kick)
+                    await _publish_pi_stats(config)
             finally:
                 await runner.cleanup()
         finally:
             await dns.close()
 
 
-async def _publish_pi_stats(config: PiConfig, kick: Callable[[str], None]) -> None:
+async def _publish_pi_stats(config: PiConfig) -> None:
     path = config.public_dir / "pi.json"
     while True:
         document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S)
         await asyncio.to_thread(atomic.write_bytes, path,
                                 json.dumps(document, indent=1).encode() + b"\n")
-        kick("pistats")
         await asyncio.sleep(PI_STATS_INTERVAL_S)
 
 

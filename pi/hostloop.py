@@ -196,7 +196,6 @@ class HostController:
         while True:
             await asyncio.sleep(self.config.dns.reconcile_s)
             await self.reconcile()
-            self.kick("reconcile")
 
     def _next_scheduled(self, now: float) -> datetime | None:
         return next_wake(self.config.schedule.wake, datetime.fromtimestamp(now, UTC), self.tz)
