@@ -85,7 +85,7 @@ class Section:
             return default if default is not _MISSING else None
         return value
 
-    def str(self, key: str, default: Any = _MISSING, choices: Iterable[str] | None = None) -> Any:
+    def text(self, key: str, default: Any = _MISSING, choices: Iterable[str] | None = None) -> Any:
         value = self._typed(key, default, (str,), "a string")
         if choices is not None and isinstance(value, str):
             options = list(choices)
@@ -93,16 +93,16 @@ class Section:
                 self.problems.add(self.key(key), f"expected one of {', '.join(options)}, got {value!r}")
         return value
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
+    def flag(self, key: str, default: Any = _MISSING) -> Any:
         return self._typed(key, default, (bool,), "true or false")
 
-    def int(self, key: str, default: Any = _MISSING, lo: int | None = None,
-            hi: int | None = None) -> Any:
+    def integer(self, key: str, default: Any = _MISSING, lo: int | None = None,
+                hi: int | None = None) -> Any:
         value = self._typed(key, default, (int,), "an integer")
         return self._range(key, value, lo, hi)
 
-    def float(self, key: str, default: Any = _MISSING, lo: float | None = None,
-              hi: float | None = None) -> Any:
+    def number(self, key: str, default: Any = _MISSING, lo: float | None = None,
+               hi: float | None = None) -> Any:
         value = self._typed(key, default, (int, float), "a number")
         if isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -116,7 +116,7 @@ class Section:
                 self.problems.add(self.key(key), f"expected a value ≤ {hi}, got {value}")
         return value
 
-    def str_list(self, key: str, default: Any = _MISSING) -> Any:
+    def texts(self, key: str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if value is default:
             return value
@@ -196,7 +196,7 @@ def load_secrets(path: Path) -> Secrets:
     data = load_toml(path)
     problems = Problems(path)
     sec = Section(problems, "", data)
-    key_hex = sec.str("handshake_key")
+    key_hex = sec.text("handshake_key")
     key = b""
     if isinstance(key_hex, str):
         try:
@@ -209,9 +209,9 @@ def load_secrets(path: Path) -> Secrets:
                              f"({2 * MIN_KEY_BYTES} hex digits), got {len(key)} bytes")
     secrets = Secrets(
         handshake_key=key,
-        tapo_username=sec.str("tapo_username", None),
-        tapo_password=sec.str("tapo_password", None),
-        pihole_password=sec.str("pihole_password", None),
+        tapo_username=sec.text("tapo_username", None),
+        tapo_password=sec.text("tapo_password", None),
+        pihole_password=sec.text("pihole_password", None),
     )
     sec.done()
     problems.raise_if_any()

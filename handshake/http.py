@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -48,11 +49,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         if exc.status == 413:
             message = f"request body too large (limit {request.app[MAX_BODY_KEY]} bytes)"
-        return json_error(exc.status, code, message or exc.reason)
+        response = json_error(exc.status, code, message or exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except AuthError as exc:
         return json_error(401, "unauthorized", str(exc))
     except ValidationError as exc:
         return json_error(400, "invalid", str(exc), **({"field": exc.field} if exc.field else {}))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error handling %s %s", request.method, request.path)
+        return json_error(500, "internal", "internal error (logged on the server)")
 
 
 def make_app(max_body: int, verifier: Verifier | None,

@@ -58,34 +58,34 @@ def load(path: Path) -> HostConfig:
     root = Section(problems, "", data)
 
     s = root.sub("host")
-    listen_text = s.str("listen", "0.0.0.0:8771")
+    listen_text = s.text("listen", "0.0.0.0:8771")
     listen = parse_hostport(listen_text) if isinstance(listen_text, str) else None
     if listen is None:
         problems.add("host.listen", f"expected HOST:PORT like '0.0.0.0:8771', got {listen_text!r}")
         listen = ("0.0.0.0", 8771)
     host = HostAgentSection(
         listen=listen,
-        state_dir=resolve(path, s.str("state_dir", "/var/lib/edgepair-host")),
-        secrets_file=resolve(path, s.str("secrets_file", "/etc/edgepair/secrets.toml")),
-        max_body_bytes=s.int("max_body_bytes", 4 * 1024 * 1024, lo=1024),
+        state_dir=resolve(path, s.text("state_dir", "/var/lib/edgepair-host")),
+        secrets_file=resolve(path, s.text("secrets_file", "/etc/edgepair/secrets.toml")),
+        max_body_bytes=s.integer("max_body_bytes", 4 * 1024 * 1024, lo=1024),
     )
     s.done()
 
     s = root.sub("pi")
-    pi = PiLink(url=s.check("url", s.str("url"), is_url, "an http:// or https:// URL"),
-                notify_deadline_s=s.float("notify_deadline_s", 30.0, lo=0.1, hi=600))
+    pi = PiLink(url=s.check("url", s.text("url"), is_url, "an http:// or https:// URL"),
+                notify_deadline_s=s.number("notify_deadline_s", 30.0, lo=0.1, hi=600))
     s.done()
 
     s = root.sub("snapshot")
-    marker = s.str("backup_marker", None)
+    marker = s.text("backup_marker", None)
     snapshot = SnapshotSection(
-        volumes=s.str_list("volumes", ("/",)),
-        units=s.str_list("units", ()),
+        volumes=s.texts("volumes", ("/",)),
+        units=s.texts("units", ()),
         backup_marker=resolve(path, marker) if isinstance(marker, str) else None,
     )
     s.done()
 
-    extra = {name: root.data[name] for name in ("inbox", "planner") if name in root.data}
+    extra: dict[str, object] = {name: root.data[name] for name in ("inbox", "planner") if name in root.data}
     root.seen.update(extra)
     root.done()
     problems.raise_if_any()

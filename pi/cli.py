@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,7 @@ def cmd_pi_run(args: argparse.Namespace) -> int:
 async def run_daemons(config: Any, names: tuple[str, ...], ready: Callable[[], None],
                       kick: Callable[[str], None]) -> None:
     """Run the named daemons in this process; the first to fail stops the others."""
-    runners: dict[str, Callable[..., Awaitable[None]]] = {}
+    runners: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {}
     if "api" in names:
         from pi import api  # noqa: PLC0415
 
@@ -259,9 +259,11 @@ def _guess_side(path: Path) -> str:
     from handshake.configfile import load_toml  # noqa: PLC0415
 
     data = load_toml(path)
-    host = data.get("host") if isinstance(data.get("host"), dict) else {}
-    pi = data.get("pi") if isinstance(data.get("pi"), dict) else {}
-    if "mac" in host or "address" in pi or "state_dir" in pi and "url" not in pi:
+    host = data.get("host")
+    pi = data.get("pi")
+    host = host if isinstance(host, dict) else {}
+    pi = pi if isinstance(pi, dict) else {}
+    if "mac" in host or "address" in pi or ("state_dir" in pi and "url" not in pi):
         return "pi"
     if "url" in pi or "listen" in host:
         return "host"

@@ -132,37 +132,37 @@ def load(path: Path) -> PiConfig:
 
 def _parse(path: Path, root: Section) -> PiConfig | None:
     s = root.sub("pi")
-    address = s.check("address", s.str("address"), is_ip, "an IP address")
+    address = s.check("address", s.text("address"), is_ip, "an IP address")
     pi = PiSection(address=address,
-                   state_dir=resolve(path, s.str("state_dir", "/var/lib/edgepair")),
-                   secrets_file=resolve(path, s.str("secrets_file", "/etc/edgepair/secrets.toml")))
+                   state_dir=resolve(path, s.text("state_dir", "/var/lib/edgepair")),
+                   secrets_file=resolve(path, s.text("secrets_file", "/etc/edgepair/secrets.toml")))
     s.done()
 
     s = root.sub("api")
     listen = _hostport(s, "listen", "0.0.0.0:8770")
-    frontend = s.str("frontend_dir", None)
+    frontend = s.text("frontend_dir", None)
     api = ApiSection(
         listen=listen,
         frontend_dir=resolve(path, frontend) if isinstance(frontend, str) else None,
-        allow_anonymous_wake=s.bool("allow_anonymous_wake", False),
-        anonymous_wake_per_min=s.int("anonymous_wake_per_min", 3, lo=1, hi=600),
-        max_body_bytes=s.int("max_body_bytes", 4 * 1024 * 1024, lo=1024, hi=256 * 1024 * 1024),
-        publish_interval_s=s.float("publish_interval_s", 30.0, lo=1, hi=3600),
+        allow_anonymous_wake=s.flag("allow_anonymous_wake", False),
+        anonymous_wake_per_min=s.integer("anonymous_wake_per_min", 3, lo=1, hi=600),
+        max_body_bytes=s.integer("max_body_bytes", 4 * 1024 * 1024, lo=1024, hi=256 * 1024 * 1024),
+        publish_interval_s=s.number("publish_interval_s", 30.0, lo=1, hi=3600),
     )
     s.done()
 
     s = root.sub("host")
     host = HostSection(
-        address=s.check("address", s.str("address"), is_ip, "an IP address"),
-        mac=s.check("mac", s.str("mac"), lambda v: bool(_MAC_RE.match(v)),
+        address=s.check("address", s.text("address"), is_ip, "an IP address"),
+        mac=s.check("mac", s.text("mac"), lambda v: bool(_MAC_RE.match(v)),
                     "a MAC address like AA:BB:CC:DD:EE:FF"),
-        url=s.check("url", s.str("url"), is_url, "an http:// or https:// URL"),
-        heartbeat_interval_s=s.float("heartbeat_interval_s", 5.0, lo=0.05, hi=3600),
-        heartbeat_timeout_s=s.float("heartbeat_timeout_s", 2.0, lo=0.05, hi=600),
-        fall=s.int("fall", 3, lo=1, hi=100),
-        rise=s.int("rise", 2, lo=1, hi=100),
-        boot_timeout_s=s.float("boot_timeout_s", 180.0, lo=1, hi=86400),
-        going_offline_grace_s=s.float("going_offline_grace_s", 120.0, lo=1, hi=86400),
+        url=s.check("url", s.text("url"), is_url, "an http:// or https:// URL"),
+        heartbeat_interval_s=s.number("heartbeat_interval_s", 5.0, lo=0.05, hi=3600),
+        heartbeat_timeout_s=s.number("heartbeat_timeout_s", 2.0, lo=0.05, hi=600),
+        fall=s.integer("fall", 3, lo=1, hi=100),
+        rise=s.integer("rise", 2, lo=1, hi=100),
+        boot_timeout_s=s.number("boot_timeout_s", 180.0, lo=1, hi=86400),
+        going_offline_grace_s=s.number("going_offline_grace_s", 120.0, lo=1, hi=86400),
     )
     if (isinstance(host.heartbeat_timeout_s, float) and isinstance(host.heartbeat_interval_s, float)
             and host.heartbeat_timeout_s > host.heartbeat_interval_s):
@@ -173,25 +173,25 @@ def _parse(path: Path, root: Section) -> PiConfig | None:
 
     s = root.sub("wol")
     wol = WolSection(
-        target=s.check("target", s.str("target", "255.255.255.255"), is_ip, "an IP address"),
-        port=s.int("port", 9, lo=1, hi=65535),
-        interface=s.check("interface", s.str("interface", None), is_ip,
+        target=s.check("target", s.text("target", "255.255.255.255"), is_ip, "an IP address"),
+        port=s.integer("port", 9, lo=1, hi=65535),
+        interface=s.check("interface", s.text("interface", None), is_ip,
                           "a local IP address to send from"),
     )
     s.done()
 
     s = root.sub("dns")
-    hosts_file = s.str("hosts_file", None)
-    pidfile = s.str("dnsmasq_pidfile", None)
+    hosts_file = s.text("hosts_file", None)
+    pidfile = s.text("dnsmasq_pidfile", None)
     dns = DnsSection(
-        backend=s.str("backend", "builtin", choices=DNS_BACKENDS),
-        name=s.check("name", s.str("name", "nas.home.arpa"),
+        backend=s.text("backend", "builtin", choices=DNS_BACKENDS),
+        name=s.check("name", s.text("name", "nas.home.arpa"),
                      lambda v: bool(_NAME_RE.match(v)) and not v.endswith(".local"),
                      "a DNS name (not .local, which belongs to mDNS)"),
-        ttl_s=s.int("ttl_s", 5, lo=0, hi=86400),
+        ttl_s=s.integer("ttl_s", 5, lo=0, hi=86400),
         listen=_hostport(s, "listen", "127.0.0.1:5335"),
-        reconcile_s=s.float("reconcile_s", 30.0, lo=0.05, hi=86400),
-        pihole_url=s.check("pihole_url", s.str("pihole_url", "http://127.0.0.1"), is_url,
+        reconcile_s=s.number("reconcile_s", 30.0, lo=0.05, hi=86400),
+        pihole_url=s.check("pihole_url", s.text("pihole_url", "http://127.0.0.1"), is_url,
                            "an http:// or https:// URL"),
         hosts_file=resolve(path, hosts_file) if isinstance(hosts_file, str) else None,
         dnsmasq_pidfile=resolve(path, pidfile) if isinstance(pidfile, str) else None,
@@ -201,7 +201,7 @@ def _parse(path: Path, root: Section) -> PiConfig | None:
     s.done()
 
     schedule = _schedule(root.sub("schedule"))
-    extra = {name: root.data[name] for name in ("power", "inbox", "control", "pihole")
+    extra: dict[str, object] = {name: root.data[name] for name in ("power", "inbox", "control", "pihole")
              if name in root.data}
     root.seen.update(extra)
     return PiConfig(file=path, pi=pi, host=host, api=api, wol=wol, dns=dns, schedule=schedule,
@@ -209,7 +209,7 @@ def _parse(path: Path, root: Section) -> PiConfig | None:
 
 
 def _hostport(s: Section, key: str, default: str) -> tuple[str, int]:
-    value = s.str(key, default)
+    value = s.text(key, default)
     parsed = parse_hostport(value) if isinstance(value, str) else None
     if parsed is None:
         s.problems.add(s.key(key), f"expected HOST:PORT like {default!r}, got {value!r}")
@@ -220,9 +220,9 @@ def _hostport(s: Section, key: str, default: str) -> tuple[str, int]:
 def _schedule(s: Section) -> ScheduleSection:
     wakes = []
     for entry in s.table_list("wake"):
-        at = entry.check("at", entry.str("at"), lambda v: bool(_TIME_RE.match(v)),
+        at = entry.check("at", entry.text("at"), lambda v: bool(_TIME_RE.match(v)),
                          "a local time HH:MM (24 h)")
-        days_text = entry.str("days", "mon-sun")
+        days_text = entry.text("days", "mon-sun")
         days = parse_days(days_text) if isinstance(days_text, str) else None
         if days is None:
             entry.problems.add(entry.key("days"),
@@ -230,12 +230,12 @@ def _schedule(s: Section) -> ScheduleSection:
         entry.done()
         if isinstance(at, str):
             wakes.append(WakeTime(at=at, days=days or ()))
-    tz = s.str("timezone", None)
+    tz = s.text("timezone", None)
     if isinstance(tz, str):
         try:
             from zoneinfo import ZoneInfo  # noqa: PLC0415 - only needed when configured
             ZoneInfo(tz)
-        except Exception:  # noqa: BLE001 - any failure means an unknown zone
+        except Exception:
             s.problems.add(s.key("timezone"), f"expected an IANA time zone like "
                            f"\"Europe/Berlin\", got {tz!r}")
     s.done()

@@ -59,13 +59,13 @@ def test_missing_required_and_bad_syntax(tmp_path: Path) -> None:
 def test_local_names_are_refused(tmp_path: Path) -> None:
     path = pi_toml(tmp_path)
     path.write_text(path.read_text().replace("nas.home.arpa", "nas.local"))
-    with pytest.raises(ConfigError, match="not .local"):
+    with pytest.raises(ConfigError, match=r"not \.local"):
         load(path)
 
 
 def test_secrets_must_not_be_readable_by_others(tmp_path: Path) -> None:
     path = write_secrets(tmp_path / "s.toml", mode=0o644)
-    with pytest.raises(ConfigError, match="readable by group or others.*chmod 600"):
+    with pytest.raises(ConfigError, match=r"readable by group or others.*chmod 600"):
         load_secrets(path)
     path.chmod(0o640)
     with pytest.raises(ConfigError, match="mode 640"):

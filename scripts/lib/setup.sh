@@ -36,7 +36,11 @@ ensure_venv() {
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         echo "== installing edgepair$([ -n "$extra" ] && echo "[$extra]") into $VENV"
         "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-        "$VENV/bin/pip" install -q -e "$spec"
+        if ! "$VENV/bin/pip" install -q -e "$spec" >"$VENV/pip.log" 2>&1; then
+            cat "$VENV/pip.log" >&2
+            echo "pip install failed (log above)" >&2
+            return 1
+        fi
         touch "$stamp"
     fi
 }

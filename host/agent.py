@@ -1,0 +1,178 @@
+"""The host agent: a small HTTP server the Pi polls (health) and later feeds (inbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from handshake import __version__
+from handshake.auth import Verifier
+from handshake.errors import FatalError
+from handshake.http import Handler, make_app
+from host.config import HostConfig
+from host.snapshot import read_boot_id, read_uptime
+
+log = logging.getLogger(__name__)
+
+# Well inside any sane systemd WatchdogSec (≥ 15 s), cheap enough to run forever.
+TICK_S = 5.0
+# Lets in-flight requests (an inbox upload) finish on shutdown without stalling systemd.
+SHUTDOWN_GRACE_S = 5.0
+
+PREFIX = "/api/v1"
+# OpenAPI "security" for a route that needs an EdgePair signature.
+SIGNED: list[dict[str, list[str]]] = [{"EdgePair": []}]
+OPENAPI_PATHS_KEY = web.AppKey("openapi_paths", dict[str, dict[str, Any]])
+BOOT_ID_KEY = web.AppKey("boot_id", str)
+
+
+def build_app(config: HostConfig, *, boot_id: str | None = None,
+              clock: Callable[[], float] = time.time) -> web.Application:
+    """The agent's app: JSON errors, body limit, the signature verifier, documented routes."""
+    verifier = Verifier(config.secrets().handshake_key, clock=clock)
+    app = make_app(config.host.max_body_bytes, verifier)
+    app[BOOT_ID_KEY] = boot_id or read_boot_id()
+    app[OPENAPI_PATHS_KEY] = {}
+    add_route(app, "GET", f"{PREFIX}/health", health, {
+        "operationId": "getHealth",
+        "summary": "Is the agent up; which boot is this (open).",
+        "security": [],
+        "responses": {"200": _json_response("The agent answers.", _ref("Health"))},
+    })
+    add_route(app, "GET", f"{PREFIX}/openapi.json", openapi, {
+        "operationId": "getOpenApi",
+        "summary": "This document (open).",
+        "security": [],
+        "responses": {"200": _json_response("OpenAPI 3.1 document.", {"type": "object"})},
+    })
+    return app
+
+
+def add_route(app: web.Application, method: str, path: str, handler: Handler,
+              operation: dict[str, Any]) -> None:
+    """Register a route together with its OpenAPI operation, so the document stays true."""
+    app.router.add_route(method, path, handler)
+    responses = operation.setdefault("responses", {})
+    responses.setdefault("default", _json_response("Error.", _ref("Error")))
+    app[OPENAPI_PATHS_KEY].setdefault(path, {})[method.lower()] = operation
+
+
+async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = None,
+              on_tick: Callable[[], object] | None = None, tick_s: float | None = None,
+              stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set).
+
+    ``on_ready`` runs once the socket listens (sd_notify READY=1); ``on_tick`` every
+    ``tick_s`` (default TICK_S) from the serving loop, so it stops if the loop hangs (watchdog).
+    """
+    app = build_app(config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Quiet journal: the Pi polls /health every few seconds, so no access log.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+    await runner.setup()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    try:
+        host, port = config.host.listen
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise FatalError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        for sig in signals:
+            loop.add_signal_handler(sig, _stop_on, sig, stop)
+        log.info("host agent listening on http://%s:%d", host, port)
+        if on_ready is not None:
+            on_ready()
+        while not stop.is_set():
+            if on_tick is not None:
+                on_tick()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(tick_s or TICK_S):
+                    await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+    log.info("host agent stopped")
+
+
+async def health(request: web.Request) -> web.Response:
+    """Open: liveness and the boot id, so the Pi can tell a reboot from a blip."""
+    return web.json_response({
+        "ok": True,
+        "boot_id": request.app[BOOT_ID_KEY],
+        "uptime_s": read_uptime(),
+        "hostname": socket.gethostname(),
+        "version": __version__,
+    })
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """Open: the OpenAPI document, built from the routes actually registered."""
+    return web.json_response(openapi_document(request.app[OPENAPI_PATHS_KEY]))
+
+
+def openapi_document(paths: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for the given operations."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "edgepair host agent",
+            "version": __version__,
+            "description": "Runs on the host; the Pi polls its health and forwards its inbox.",
+        },
+        "security": SIGNED,
+        "paths": {path: dict(ops) for path, ops in sorted(paths.items())},
+        "components": {
+            "securitySchemes": {"EdgePair": {
+                "type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "HMAC-SHA256 with the shared handshake key: "
+                               "'EdgePair ts=<unix>, nonce=<hex>, sig=<hex>' over "
+                               "METHOD\\nPATH?QUERY\\nts\\nnonce\\nsha256hex(body).",
+            }},
+            "schemas": {"Health": _HEALTH_SCHEMA, "Error": _ERROR_SCHEMA},
+        },
+    }
+
+
+def _stop_on(sig: signal.Signals, stop: asyncio.Event) -> None:
+    log.info("%s received; stopping", sig.name)
+    stop.set()
+
+
+def _ref(schema: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_HEALTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["ok", "boot_id", "uptime_s"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "boot_id": {"type": "string", "description": "Changes on every boot."},
+        "uptime_s": {"type": ["number", "null"]},
+        "hostname": {"type": "string"},
+        "version": {"type": "string"},
+    },
+}
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+    }},
+}

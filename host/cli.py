@@ -1,0 +1,111 @@
+"""``edgepair host run|notify``: the host side of the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import cast
+
+from handshake.errors import ConfigError, EdgepairError
+from handshake.messages import REASONS, Reason
+from handshake.sdnotify import Notifier, Watchdog
+from handshake.timeutil import parse_iso
+from host import config as host_config
+from host.agent import TICK_S, run
+from host.notify import notify, shutdown_reason
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
+         on_tick: Callable[[], object] | None = None) -> int:
+    """Run ``edgepair host …``; ``run`` talks sd_notify itself unless hooks are given."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        config = host_config.load(args.config)
+        if args.command == "run":
+            return _run(config, on_ready, on_tick)
+        return _notify(config, args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"edgepair: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except EdgepairError as exc:
+        print(f"edgepair: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run(config: host_config.HostConfig, on_ready: Callable[[], object] | None,
+         on_tick: Callable[[], object] | None) -> int:
+    notifier = Notifier()
+    watchdog = Watchdog(notifier)
+    # Ping at least twice per WatchdogSec, whatever the unit sets.
+    tick_s = min(TICK_S, watchdog.period / 2) if watchdog.period else TICK_S
+    try:
+        asyncio.run(run(config, on_ready=on_ready or notifier.ready,
+                        on_tick=on_tick or watchdog.tick, tick_s=tick_s))
+    except KeyboardInterrupt:  # Ctrl-C before the agent's own signal handlers are in place
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _notify(config: host_config.HostConfig, args: argparse.Namespace) -> int:
+    reason: Reason | None = args.reason
+    if args.reason == "auto":
+        reason = shutdown_reason()
+        if reason is None:
+            log.info("not shutting down; nothing sent")
+            return EXIT_OK
+    if args.deadline is not None:
+        config = dataclasses.replace(
+            config, pi=dataclasses.replace(config.pi, notify_deadline_s=args.deadline))
+    asyncio.run(notify(config, args.kind, reason=cast(Reason, reason), wake_at=args.wake_at))
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgepair host",
+                                     description="The agent on the host that sleeps.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, required=True, metavar="FILE")
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="serve the host agent (health, inbox)")
+    notify = sub.add_parser("notify", parents=[common],
+                            help="tell the Pi the host goes offline or came online")
+    notify.add_argument("kind", choices=("going-offline", "coming-online"))
+    notify.add_argument("--reason", choices=(*REASONS, "auto"), default="shutdown",
+                        help="why the host goes offline; auto asks systemd (default: shutdown)")
+    notify.add_argument("--wake-at", type=_timestamp, metavar="ISO",
+                        help="ask the Pi to wake the host then, e.g. 2026-01-01T07:00:00Z")
+    notify.add_argument("--deadline", type=_seconds, metavar="S",
+                        help="give up after S seconds (default: pi.notify_deadline_s)")
+    return parser
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        return parse_iso(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time with zone: {exc}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
