@@ -1,0 +1,268 @@
+"""Authoritative DNS responder for the one failover name (dnspython, asyncio UDP and TCP).
+
+Pi-hole or dnsmasq forwards the zone to it: ``server=/home.arpa/127.0.0.1#5335``. The zone
+is the name's parent (``home.arpa`` for ``nas.home.arpa``): the name answers its address,
+other names in the zone NXDOMAIN, names outside REFUSED. Each distinct query is answered
+once by dnspython, then from a cache of wire bytes with the query's id patched in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+import time
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from pi.dns import DnsRejected, DnsUnavailable
+
+log = logging.getLogger(__name__)
+
+# RFC 7766 §6.2.3: close idle connections after a few seconds; frees the Pi's sockets.
+TCP_IDLE_TIMEOUT_S = 10.0
+# A forwarder needs a handful of connections; more is a misbehaving client.
+MAX_TCP_CLIENTS = 64
+# Distinct queries kept as wire bytes (0x20 case variants, EDNS options); ~200 B each.
+CACHE_ENTRIES = 1024
+# Larger queries are answered but not cached, so junk can't pin much memory.
+CACHE_MAX_QUERY_BYTES = 512
+# UDP payload advertised in EDNS answers (DNS flag day 2020).
+EDNS_PAYLOAD = 1232
+# Datagrams answered per loop wakeup before TCP and timers get a turn.
+UDP_BATCH = 64
+# Largest UDP datagram; bigger queries are truncated by the kernel and then malformed.
+UDP_MAX_BYTES = 65535
+# With port 0 the OS picks the UDP port; TCP may find it taken and must try again.
+BIND_ATTEMPTS = 5
+# SOA timers; only the minimum matters (negative-caching TTL, set to ttl_s).
+SOA_TIMERS = (3600, 600, 86400)
+
+
+class BuiltinDns:
+    """Answers ``name`` with the current address over UDP and TCP on ``host:port``."""
+
+    def __init__(self, name: str, ttl_s: int, host: str, port: int, *,
+                 tcp_idle_s: float = TCP_IDLE_TIMEOUT_S) -> None:
+        self.name = dns.name.from_text(name)
+        # A single-label name gets no zone of its own beyond itself.
+        self.zone = self.name.parent() if len(self.name) > 2 else self.name
+        self.ttl_s = ttl_s
+        self.host = host
+        self.port = port
+        self.tcp_idle_s = tcp_idle_s
+        self.address: str | None = None
+        self.queries = 0
+        self.dropped = 0
+        self._serial = int(time.time()) & 0xFFFFFFFF
+        self._record: dns.rrset.RRset | None = None
+        self._soa = self._make_soa()
+        self._cache: dict[bytes, bytes] = {}
+        self._udp: socket.socket | None = None
+        self._tcp: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for attempt in range(BIND_ATTEMPTS):
+            udp = await _bind_udp(loop, self.host, self.port)
+            port = int(udp.getsockname()[1])
+            try:
+                self._tcp = await asyncio.start_server(self._accept_tcp, self.host, port)
+            except OSError as exc:
+                udp.close()
+                if self.port == 0 and exc.errno == errno.EADDRINUSE and attempt + 1 < BIND_ATTEMPTS:
+                    continue
+                raise _bind_error(exc, self.host, port) from exc
+            self._udp, self.port = udp, port
+            loop.add_reader(udp.fileno(), self._read_udp)
+            break
+        log.info("DNS responder for %s (zone %s) on %s:%d udp+tcp", self.name, self.zone,
+                 self.host, self.port)
+
+    async def set_address(self, address: str) -> None:
+        ip = ipaddress.ip_address(address)
+        text = str(ip)
+        if text == self.address:
+            log.debug("%s already answers %s", self.name, text)
+            return
+        rdtype = dns.rdatatype.A if ip.version == 4 else dns.rdatatype.AAAA
+        self._record = dns.rrset.from_text(self.name, self.ttl_s, dns.rdataclass.IN, rdtype, text)
+        self._serial = max(self._serial + 1, int(time.time())) & 0xFFFFFFFF
+        self._soa = self._make_soa()
+        self._cache.clear()
+        self.address = text
+        log.info("%s now answers %s", self.name, text)
+
+    async def get_address(self) -> str | None:
+        return self.address
+
+    async def close(self) -> None:
+        if self._udp is not None:
+            asyncio.get_running_loop().remove_reader(self._udp.fileno())
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            clients = list(self._clients)
+            for task in clients:
+                task.cancel()
+            await asyncio.gather(*clients, return_exceptions=True)
+            await self._tcp.wait_closed()
+            self._tcp = None
+
+    def respond(self, data: bytes) -> bytes | None:
+        """The response to one wire-format query, or None to drop it."""
+        self.queries += 1
+        cached = self._cache.get(data[2:])
+        if cached is not None:
+            return data[:2] + cached
+        try:
+            response = self._answer(data)
+        except Exception as exc:  # any junk a client sends is dropped, never fatal
+            log.debug("dropped a malformed DNS query: %s", exc)
+            response = None
+        if response is None:
+            self.dropped += 1
+            return None
+        if len(data) <= CACHE_MAX_QUERY_BYTES:
+            if len(self._cache) >= CACHE_ENTRIES:
+                del self._cache[next(iter(self._cache))]
+            self._cache[data[2:]] = response[2:]
+        return response
+
+    def _answer(self, data: bytes) -> bytes | None:
+        query = dns.message.from_wire(data)
+        if query.flags & dns.flags.QR:
+            return None  # a response, not a query: answering could start a loop
+        response = dns.message.make_response(query, our_payload=EDNS_PAYLOAD)
+        if query.edns > 0:
+            response.set_rcode(dns.rcode.BADVERS)
+        elif query.opcode() != dns.opcode.QUERY:
+            response.set_rcode(dns.rcode.NOTIMP)
+        elif len(query.question) != 1:
+            response.set_rcode(dns.rcode.FORMERR)
+        else:
+            self._resolve(query.question[0], response)
+        return response.to_wire()
+
+    def _resolve(self, question: dns.rrset.RRset, response: dns.message.Message) -> None:
+        qname, qtype = question.name, question.rdtype
+        if question.rdclass != dns.rdataclass.IN or not qname.is_subdomain(self.zone):
+            response.set_rcode(dns.rcode.REFUSED)
+        elif qname == self.name:
+            if self._record is None:
+                response.set_rcode(dns.rcode.SERVFAIL)  # no address decided yet
+                return
+            response.flags |= dns.flags.AA
+            if qtype in (self._record.rdtype, dns.rdatatype.ANY):
+                response.answer.append(self._record)
+            else:
+                response.authority.append(self._soa)  # NODATA: the name exists, not this type
+        elif qname == self.zone:
+            response.flags |= dns.flags.AA
+            if qtype in (dns.rdatatype.SOA, dns.rdatatype.ANY):
+                response.answer.append(self._soa)
+            else:
+                response.authority.append(self._soa)
+        else:
+            response.flags |= dns.flags.AA
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            response.authority.append(self._soa)
+
+    def _make_soa(self) -> dns.rrset.RRset:
+        refresh, retry, expire = SOA_TIMERS
+        rname = dns.name.from_text("hostmaster", self.zone)
+        text = (f"{self.name} {rname} {self._serial} {refresh} {retry} {expire} {self.ttl_s}")
+        return dns.rrset.from_text(self.zone, self.ttl_s, dns.rdataclass.IN, dns.rdatatype.SOA,
+                                   text)
+
+    def _read_udp(self) -> None:
+        """Answer every datagram waiting (up to a batch): one loop wakeup serves many."""
+        sock = self._udp
+        if sock is None:
+            return
+        for _ in range(UDP_BATCH):
+            try:
+                data, peer = sock.recvfrom(UDP_MAX_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. an ICMP error for an earlier answer
+                log.debug("DNS UDP receive error: %s", exc)
+                continue
+            response = self.respond(data)
+            if response is None:
+                continue
+            try:
+                sock.sendto(response, peer)
+            except OSError as exc:  # a full buffer drops the answer: DNS clients retry
+                log.debug("DNS UDP answer to %s dropped: %s", peer, exc)
+
+    def _accept_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Our own task (not start_server's) so close() can cancel it cleanly.
+        if len(self._clients) >= MAX_TCP_CLIENTS:
+            writer.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._serve_tcp(reader, writer))
+        self._clients.add(task)
+        task.add_done_callback(self._clients.discard)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Length-prefixed queries until idle, garbage or EOF (RFC 7766)."""
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.tcp_idle_s):
+                        size = int.from_bytes(await reader.readexactly(2), "big")
+                        data = await reader.readexactly(size)
+                except (TimeoutError, asyncio.IncompleteReadError):
+                    return
+                response = self.respond(data)
+                if response is None:
+                    return
+                writer.write(len(response).to_bytes(2, "big") + response)
+                await writer.drain()
+        except ConnectionError as exc:
+            log.debug("DNS TCP client went away: %s", exc)
+        finally:
+            writer.close()
+
+
+async def _bind_udp(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                       flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise _bind_error(exc, host, port) from exc
+    try:
+        sock.setblocking(False)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(exc, host, port) from exc
+    return sock
+
+
+def _bind_error(exc: OSError, host: str, port: int) -> Exception:
+    where = f"{host}:{port}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return DnsRejected(f"cannot listen for DNS on {where}: permission denied (ports below "
+                           f"1024 need CAP_NET_BIND_SERVICE; the default 5335 does not)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return DnsRejected(f"cannot listen for DNS on {where}: not an address of this machine "
+                           f"(dns.listen)")
+    if exc.errno == errno.EADDRINUSE:
+        return DnsUnavailable(f"cannot listen for DNS on {where}: the port is in use by "
+                              f"another program")
+    return DnsUnavailable(f"cannot listen for DNS on {where}: {exc}")
