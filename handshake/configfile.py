@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from handshake.errors import ConfigError
+from handshake.optional import optional_module
 
 T = TypeVar("T")
 MIN_KEY_BYTES = 32
@@ -150,6 +151,21 @@ class Section:
                 more = f" (did you mean {hint[0]!r}?)" if hint else ""
                 known = ", ".join(sorted(self.seen)) or "none"
                 self.problems.add(self.key(key), f"unknown key{more}; known keys: {known}")
+
+
+def parse_sections(root: Section, file: Path, parsers: dict[str, str]) -> dict[str, Any]:
+    """Parse optional sections with their owners' ``parse(section, file)``; raw if not shipped."""
+    out: dict[str, Any] = {}
+    for name, module_name in parsers.items():
+        if name not in root.data:
+            continue
+        module = optional_module(module_name)
+        if module is None:
+            root.seen.add(name)
+            out[name] = root.data[name]
+            continue
+        out[name] = module.parse(root.sub(name), file)
+    return out
 
 
 def is_ip(value: str) -> bool:

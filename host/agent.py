@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +19,7 @@ from handshake import __version__
 from handshake.auth import Verifier
 from handshake.errors import FatalError
 from handshake.http import Handler, make_app
+from handshake.optional import optional_module
 from host.config import HostConfig
 from host.snapshot import read_boot_id, read_uptime
 
@@ -32,6 +35,11 @@ PREFIX = "/api/v1"
 SIGNED: list[dict[str, list[str]]] = [{"EdgePair": []}]
 OPENAPI_PATHS_KEY = web.AppKey("openapi_paths", dict[str, dict[str, Any]])
 BOOT_ID_KEY = web.AppKey("boot_id", str)
+PUBLIC_DIR_KEY = web.AppKey("public_dir", Path)
+FRONTEND_KEY = web.AppKey("frontend_dir", Path)
+# Modules that add routes with ``add_routes(app, config)`` (the inbox receiver, …).
+EXTENSIONS = ("host.inbox.receiver",)
+_PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
 
 
 def build_app(config: HostConfig, *, boot_id: str | None = None,
@@ -53,7 +61,46 @@ def build_app(config: HostConfig, *, boot_id: str | None = None,
         "security": [],
         "responses": {"200": _json_response("OpenAPI 3.1 document.", {"type": "object"})},
     })
+    for module_name in EXTENSIONS:
+        module = optional_module(module_name)
+        if module is not None:
+            module.add_routes(app, config)
+    app[PUBLIC_DIR_KEY] = config.public_dir
+    add_route(app, "GET", "/data/{name}", public_file, {
+        "operationId": "getPublicFile",
+        "summary": "A public JSON file of the host (open).",
+        "security": [],
+        "parameters": [{"name": "name", "in": "path", "required": True,
+                        "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*\\.json$"}}],
+        "responses": {"200": _json_response("The file.", {"type": "object"})},
+    })
+    frontend = config.host.frontend_dir
+    if frontend is not None and (frontend / "index.html").is_file():
+        app[FRONTEND_KEY] = frontend
+        add_route(app, "GET", "/", index, {
+            "operationId": "getDashboard", "summary": "The full dashboard (open).",
+            "security": [], "responses": {"200": {"description": "HTML"}}})
+        app.router.add_static("/", frontend, follow_symlinks=False)
     return app
+
+
+async def public_file(request: web.Request) -> web.StreamResponse:
+    """``/data/<name>.json``: the host's public files (what only the host knows)."""
+    name = request.match_info["name"]
+    if not _PUBLIC_NAME.match(name):
+        raise web.HTTPNotFound(text=f"no public file {name!r}")
+    try:
+        data = (request.app[PUBLIC_DIR_KEY] / name).read_bytes()
+    except FileNotFoundError:
+        raise web.HTTPNotFound(text=f"{name} has not been written yet") from None
+    return web.Response(body=data, content_type="application/json",
+                        headers={"Cache-Control": "no-cache"})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    """The full dashboard (host mode)."""
+    return web.FileResponse(request.app[FRONTEND_KEY] / "index.html",
+                            headers={"Cache-Control": "no-cache"})
 
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler,

@@ -14,6 +14,7 @@ from typing import cast
 
 from handshake.errors import ConfigError, EdgepairError
 from handshake.messages import REASONS, Reason
+from handshake.optional import optional_module
 from handshake.sdnotify import Notifier, Watchdog
 from handshake.timeutil import parse_iso
 from host import config as host_config
@@ -29,6 +30,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
          on_tick: Callable[[], object] | None = None) -> int:
     """Run ``edgepair host …``; ``run`` talks sd_notify itself unless hooks are given."""
+    if argv[:1] == ["plan"]:
+        plan_cli = optional_module("host.planner.cli")
+        if plan_cli is None:
+            print("edgepair: `host plan` is not part of this version", file=sys.stderr)
+            return EXIT_USAGE
+        result: int = plan_cli.main(argv[1:])
+        return result
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format=LOG_FORMAT, stream=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from handshake.configfile import (
     Problems,
@@ -13,6 +14,7 @@ from handshake.configfile import (
     load_secrets,
     load_toml,
     parse_hostport,
+    parse_sections,
     resolve,
 )
 
@@ -23,6 +25,7 @@ class HostAgentSection:
     state_dir: Path
     secrets_file: Path
     max_body_bytes: int = 4 * 1024 * 1024
+    frontend_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +47,27 @@ class HostConfig:
     host: HostAgentSection
     pi: PiLink
     snapshot: SnapshotSection = field(default_factory=SnapshotSection)
-    # Sections owned by later features (inbox receiver, planner), kept until they parse them.
-    extra: dict[str, object] = field(default_factory=dict)
+    # Sections owned by other features, parsed by their modules (SECTION_PARSERS).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def public_dir(self) -> Path:
+        return self.host.state_dir / "public"
+
+    def section(self, name: str) -> Any:
+        """A parsed optional section (``inbox``, ``planner``) or None."""
+        return self.extra.get(name)
 
     def secrets(self) -> Secrets:
         return load_secrets(self.host.secrets_file)
+
+
+# Optional sections and the module whose ``parse(section, file) -> dataclass`` reads each.
+SECTION_PARSERS = {"inbox": "host.inbox.config", "planner": "host.planner.config"}
+
+
+def _opt_path(base: Path, value: Any) -> Path | None:
+    return resolve(base, value) if isinstance(value, str) else None
 
 
 def load(path: Path) -> HostConfig:
@@ -68,6 +87,7 @@ def load(path: Path) -> HostConfig:
         state_dir=resolve(path, s.text("state_dir", "/var/lib/edgepair-host")),
         secrets_file=resolve(path, s.text("secrets_file", "/etc/edgepair/secrets.toml")),
         max_body_bytes=s.integer("max_body_bytes", 4 * 1024 * 1024, lo=1024),
+        frontend_dir=_opt_path(path, s.text("frontend_dir", None)),
     )
     s.done()
 
@@ -85,8 +105,7 @@ def load(path: Path) -> HostConfig:
     )
     s.done()
 
-    extra: dict[str, object] = {name: root.data[name] for name in ("inbox", "planner") if name in root.data}
-    root.seen.update(extra)
+    extra = parse_sections(root, path, SECTION_PARSERS)
     root.done()
     problems.raise_if_any()
     return HostConfig(file=path, host=host, pi=pi, snapshot=snapshot, extra=extra)

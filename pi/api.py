@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import re
@@ -18,6 +19,7 @@ from handshake import __version__, atomic
 from handshake.auth import Verifier
 from handshake.http import json_body, json_error, make_app, signed, verify_request
 from handshake.messages import ComingOnline, GoingOffline, WakeRequest
+from handshake.optional import optional_module
 from handshake.timeutil import iso
 from pi import pistats
 from pi import state as sm
@@ -41,6 +43,11 @@ _PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
 PI_STATS_INTERVAL_S = 60.0
 # Anonymous wake bursts: a user double-clicking the button is fine, a script is not.
 ANONYMOUS_WAKE_BURST = 3
+# Modules that add routes with ``add_routes(app, config)`` (the plan endpoint, …).
+API_EXTENSIONS = ("pi.control.planapi",)
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+# Loops that feed the systemd watchdog (each kicks at least every heartbeat interval).
+WATCHDOG_LOOPS = ("heartbeat",)
 
 
 def build_app(config: PiConfig, controller: HostController, key: bytes,
@@ -59,6 +66,11 @@ def build_app(config: PiConfig, controller: HostController, key: bytes,
     app.router.add_post("/api/v1/wake", wake)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/data/{name}", public_file)
+    app[OPENAPI] = copy.deepcopy(PI_OPENAPI)
+    for module_name in API_EXTENSIONS:
+        module = optional_module(module_name)
+        if module is not None:
+            module.add_routes(app, config)  # adds its routes and their OpenAPI paths
     frontend = config.api.frontend_dir
     if frontend is not None and (frontend / "index.html").is_file():
         app.router.add_get("/", index)
@@ -136,7 +148,7 @@ async def wake(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI document of this API."""
-    return web.json_response(PI_OPENAPI)
+    return web.json_response(request.app[OPENAPI])
 
 
 async def public_file(request: web.Request) -> web.StreamResponse:
@@ -194,9 +206,13 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 await web.TCPSite(runner, host, port).start()
                 log.info("api listening on %s:%d; DNS %s → %s (%s)", host, port,
                          config.dns.name, controller.desired_address(), config.dns.backend)
-                async with controller.running():
+                async with controller.running(), asyncio.TaskGroup() as group:
+                    if config.section("pihole") is not None:
+                        pihole_stats = optional_module("pi.pihole_stats")
+                        if pihole_stats is not None:
+                            group.create_task(pihole_stats.run(config, session))
                     ready()
-                    await _publish_pi_stats(config)
+                    group.create_task(_publish_pi_stats(config))
             finally:
                 await runner.cleanup()
         finally:

@@ -15,8 +15,6 @@ from handshake.errors import ConfigError, EdgepairError, PeerUnavailable, Reques
 
 log = logging.getLogger("edgepair")
 
-IMPLEMENTED_DAEMONS = ("api",)
-
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -99,13 +97,16 @@ def cmd_pi_run(args: argparse.Namespace) -> int:
         return 2
     config = pi_config.load(args.config)
     names = tuple(args.daemons) or config.daemons()
-    missing = [n for n in names if n not in IMPLEMENTED_DAEMONS]
+    from pi import daemons  # noqa: PLC0415
+
+    available = daemons.available()
+    missing = [n for n in names if n not in available]
     if missing:
         print(f"edgepair: daemon(s) {', '.join(missing)} are not part of this version "
-              f"(available: {', '.join(IMPLEMENTED_DAEMONS)})", file=sys.stderr)
+              f"(available: {', '.join(available)})", file=sys.stderr)
         if args.daemons:
             return 2
-        names = tuple(n for n in names if n in IMPLEMENTED_DAEMONS)
+        names = tuple(n for n in names if n in available)
     config.secrets()  # refuse to start on a readable or broken secrets file
     return run_until_signal(lambda ready, kick: run_daemons(config, names, ready, kick), names)
 
@@ -113,11 +114,13 @@ def cmd_pi_run(args: argparse.Namespace) -> int:
 async def run_daemons(config: Any, names: tuple[str, ...], ready: Callable[[], None],
                       kick: Callable[[str], None]) -> None:
     """Run the named daemons in this process; the first to fail stops the others."""
-    runners: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {}
-    if "api" in names:
-        from pi import api  # noqa: PLC0415
+    from pi import daemons  # noqa: PLC0415
 
-        runners["api"] = api.run
+    runners: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {}
+    for name in names:
+        module = daemons.load(name)
+        assert module is not None
+        runners[name] = module.run
     pending = len(runners)
 
     def one_ready() -> None:
@@ -140,8 +143,12 @@ def run_until_signal(factory: Callable[[Callable[[], None], Callable[[str], None
     async def body() -> None:
         notifier = Notifier()
         watchdog = Watchdog(notifier)
-        for name in ("heartbeat",) if "api" in loops else ():
-            watchdog.register(name)
+        from pi import daemons  # noqa: PLC0415
+
+        for daemon in loops:
+            module = daemons.load(daemon)
+            for name in getattr(module, "WATCHDOG_LOOPS", ()):
+                watchdog.register(name)
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from handshake.configfile import (
     Problems,
@@ -15,10 +16,19 @@ from handshake.configfile import (
     load_secrets,
     load_toml,
     parse_hostport,
+    parse_sections,
     resolve,
 )
 
 DNS_BACKENDS = ("builtin", "pihole", "hostsfile")
+# Optional sections and the module whose ``parse(section, file) -> dataclass`` reads each;
+# kept light (no device libraries imported) so check-config stays fast.
+SECTION_PARSERS = {
+    "power": "pi.power.config",
+    "inbox": "pi.inbox.config",
+    "control": "pi.control.config",
+    "pihole": "pi.pihole_stats",
+}
 DAEMONS = ("api", "power", "inbox", "control")
 _MAC_RE = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
 _NAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -99,8 +109,9 @@ class PiConfig:
     wol: WolSection = field(default_factory=WolSection)
     dns: DnsSection = field(default_factory=DnsSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
-    # Sections owned by later daemons: kept verbatim until their daemon parses them.
-    extra: dict[str, object] = field(default_factory=dict)
+    # Sections owned by the other daemons, parsed by their own modules (SECTION_PARSERS):
+    # a frozen dataclass each, or the raw table when this version lacks the parser.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def public_dir(self) -> Path:
@@ -109,6 +120,10 @@ class PiConfig:
     @property
     def private_dir(self) -> Path:
         return self.pi.state_dir / "private"
+
+    def section(self, name: str) -> Any:
+        """A parsed optional section (``power``, ``inbox``, ``control``, ``pihole``) or None."""
+        return self.extra.get(name)
 
     def daemons(self) -> tuple[str, ...]:
         """The daemons this file configures: api always, the others when their section exists."""
@@ -201,9 +216,7 @@ def _parse(path: Path, root: Section) -> PiConfig | None:
     s.done()
 
     schedule = _schedule(root.sub("schedule"))
-    extra: dict[str, object] = {name: root.data[name] for name in ("power", "inbox", "control", "pihole")
-             if name in root.data}
-    root.seen.update(extra)
+    extra = parse_sections(root, path, SECTION_PARSERS)
     return PiConfig(file=path, pi=pi, host=host, api=api, wol=wol, dns=dns, schedule=schedule,
                     extra=extra)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from handshake import atomic
 from handshake.errors import EdgepairError
+from handshake.optional import optional_module
 from handshake.quietlog import QuietLogger
 from handshake.timeutil import iso
 from pi import state as sm
@@ -63,6 +64,8 @@ class HostController:
         self.tz = zone(config.schedule)
         self.next_scheduled = self._next_scheduled(clock())
         self._last_publish = 0.0
+        diagnosis = optional_module("pi.power.diagnosis")
+        self._diagnose = None if diagnosis is None else diagnosis.host_power
 
     # -- state -------------------------------------------------------------------------
 
@@ -239,7 +242,15 @@ class HostController:
             "boot_timeout_s": host.boot_timeout_s,
             "alarm": None if self.alarm is None else {"message": self.alarm.message,
                                                       "since": iso(self.alarm.since)},
+            "power": self.power_diagnosis(now),
         }
+
+    def power_diagnosis(self, now: float) -> dict[str, Any] | None:
+        """Whether the host's plug still draws working power ("hung") or not ("off")."""
+        if self._diagnose is None:
+            return None
+        result: dict[str, Any] | None = self._diagnose(self.config, self.status.state.value, now)
+        return result
 
     def publish(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
