@@ -16,12 +16,21 @@ from handshake.errors import ConfigError, EdgepairError, PeerUnavailable, Reques
 log = logging.getLogger("edgepair")
 
 
+# Command groups owned by a feature's own module: ``main(argv) -> int``.
+FEATURE_COMMANDS = {"host": "host.cli", "power": "pi.power.cli", "control": "pi.control.cli"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["host"]:
-        from host import cli as host_cli  # noqa: PLC0415 - the Pi never needs the host side
+    if argv[:1] and argv[0] in FEATURE_COMMANDS:
+        from handshake.optional import optional_module  # noqa: PLC0415
 
-        return host_cli.main(argv[1:])
+        module = optional_module(FEATURE_COMMANDS[argv[0]])
+        if module is None:
+            print(f"edgepair: `{argv[0]}` commands are not part of this version", file=sys.stderr)
+            return 2
+        result: int = module.main(argv[1:])
+        return result
     args = _parser().parse_args(argv)
     _logging(args.log_level)
     try:
@@ -54,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, required=True)
     run.set_defaults(func=cmd_pi_run)
 
-    sub.add_parser("host", help="the host side: `edgepair host run|notify …`")
+    sub.add_parser("host", help="the host side: `edgepair host run|notify|plan …`")
+    sub.add_parser("power", help="power history: `edgepair power export …`")
+    sub.add_parser("control", help="energy control: `edgepair control commission …`")
 
     for name, func, text in (("wake", cmd_wake, "ask the Pi to wake the host"),
                              ("status", cmd_status, "show the host's state as the Pi sees it")):
