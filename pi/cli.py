@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         if module is None:
             print(f"edgepair: `{argv[0]}` commands are not part of this version", file=sys.stderr)
             return 2
-        result: int = module.main(argv[1:])
-        return result
+        code: int = module.main(argv[1:])
+        return code
     args = _parser().parse_args(argv)
     _logging(args.log_level)
     try:
