@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
+import time
 from datetime import datetime
 from typing import Any, Literal
 
+from handshake import atomic
 from handshake.client import REQUEST_TIMEOUT_S, HandshakeClient
 from handshake.errors import FatalError, PeerUnavailable, RequestError
 from handshake.messages import ComingOnline, GoingOffline, Reason
+from handshake.timeutil import iso
 from host.config import HostConfig
 from host.snapshot import SYSTEMCTL_TIMEOUT_S, Runner, build_snapshot, read_boot_id
 
@@ -22,6 +25,9 @@ PATHS: dict[Kind, str] = {
     "coming-online": "/api/v1/host/coming-online",
 }
 # Jobs systemd queues when the machine is going down, by the reason the Pi is told.
+# The retry loop stops itself at the deadline and reports its last error; the hard cut
+# (a Pi that accepts but never answers) comes this much later so it doesn't race it.
+HARD_CUT_GRACE_S = 0.5
 _REBOOT_TARGETS = {"reboot.target", "kexec.target", "soft-reboot.target"}
 _SHUTDOWN_TARGETS = {"poweroff.target", "halt.target"}
 
@@ -71,7 +77,7 @@ async def _send(config: HostConfig, kind: Kind, reason: Reason, wake_at: datetim
         return f"no acknowledgement from the Pi at {url} within {deadline:g} s: {text}"
 
     try:
-        async with asyncio.timeout(deadline):
+        async with asyncio.timeout(deadline + HARD_CUT_GRACE_S):
             answer = await client.request_with_retry("POST", path, body, deadline_s=deadline)
     except TimeoutError as exc:
         raise PeerUnavailable(failed("timed out waiting for an answer")) from exc
@@ -82,7 +88,21 @@ async def _send(config: HostConfig, kind: Kind, reason: Reason, wake_at: datetim
     if not isinstance(answer, dict) or answer.get("ack") is not True:
         raise FatalError(failed(f"the answer has no \"ack\": true: {str(answer)[:200]}"))
     log.info("%s acknowledged by the Pi at %s", kind, client.base_url)
+    if kind == "going-offline":
+        await asyncio.to_thread(_record_sent, config, body)
     return answer
+
+
+def _record_sent(config: HostConfig, body: dict[str, Any]) -> None:
+    """Keep what the Pi acknowledged, for the host's dashboard; never fails the notify."""
+    now = time.time()
+    try:
+        atomic.write_json(config.public_dir / "snapshot-sent.json", {
+            "schema": "edgepair.snapshot/1", "generated_at": iso(now), "interval_s": None,
+            "sent_at": iso(now), "reason": body.get("reason"), "wake_at": body.get("wake_at"),
+            "snapshot": body.get("snapshot")})
+    except OSError as exc:
+        log.warning("could not keep the sent snapshot in %s: %s", config.public_dir, exc)
 
 
 async def _message(config: HostConfig, kind: Kind, reason: Reason,

@@ -41,6 +41,8 @@ async def test_failover_end_to_end(tmp_path: Path) -> None:
         assert snap["reason"] == "suspend"
         assert snap["snapshot"]["volumes"][0]["path"] == str(tmp_path)
         assert (await status(site.api))["state"] == "going_offline"
+        sent = json.loads((tmp_path / "host-state/public/snapshot-sent.json").read_text())
+        assert sent["snapshot"] == snap["snapshot"]
         stop(host, signal.SIGKILL)
         await wait_state(site.api, "offline", timeout=3)
 
