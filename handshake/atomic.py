@@ -28,9 +28,12 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
-def write_json(path: Path, document: Any, mode: int = 0o644) -> None:
-    """Write ``document`` as JSON atomically."""
-    data = json.dumps(document, indent=1, sort_keys=False, ensure_ascii=False).encode()
+def write_json(path: Path, document: Any, mode: int = 0o644, *, compact: bool = False) -> None:
+    """Write ``document`` as JSON atomically (``compact`` for big documents: the C encoder)."""
+    if compact:
+        data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    else:
+        data = json.dumps(document, indent=1, ensure_ascii=False).encode()
     write_bytes(path, data + b"\n", mode)
 
 

@@ -257,12 +257,14 @@ class HostController:
         self._last_publish = now
         atomic.write_json(self.config.public_dir / "host.json", self.document(now))
 
-    def store_snapshot(self, reason: str, wake_at: float | None, snapshot: dict[str, Any]) -> None:
+    async def store_snapshot(self, reason: str, wake_at: float | None,
+                             snapshot: dict[str, Any]) -> None:
+        """Write snapshot.json off the event loop (a 1 MB snapshot must not stall DNS)."""
         now = self.clock()
-        atomic.write_json(self.config.public_dir / "snapshot.json", {
+        await asyncio.to_thread(atomic.write_json, self.config.public_dir / "snapshot.json", {
             "schema": SNAPSHOT_SCHEMA, "generated_at": iso(now), "interval_s": None,
             "received_at": iso(now), "reason": reason, "wake_at": iso(wake_at),
-            "snapshot": snapshot})
+            "snapshot": snapshot}, compact=True)
 
     async def start(self) -> None:
         """Assert the record for the restored state and publish before serving."""
