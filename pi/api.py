@@ -97,7 +97,7 @@ async def going_offline(request: web.Request) -> web.Response:
     message = GoingOffline.from_json(await json_body(request))
     controller = request.app[CONTROLLER]
     wake_at = message.wake_at.timestamp() if message.wake_at else None
-    controller.store_snapshot(message.reason, wake_at, message.snapshot)
+    await controller.store_snapshot(message.reason, wake_at, message.snapshot)
     new = await controller.handle(sm.GoingOffline(message.reason, wake_at))
     return web.json_response({"ack": True, "state": new.state.value,
                               "dns_target": new.dns_target, "wake_at": iso(new.wake_at)})
@@ -118,10 +118,12 @@ async def wake(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     if "Authorization" in request.headers:
         await verify_request(request)
+        message = WakeRequest.from_json(await json_body(request))
     elif not config.api.allow_anonymous_wake:
         return json_error(401, "unauthorized",
                           "wake needs a signed request (allow_anonymous_wake is off)")
     else:
+        message = WakeRequest.from_json(await json_body(request))  # a bad body costs no token
         bucket = request.app[BUCKET]
         if not bucket.allow(time.monotonic()):
             retry = bucket.retry_after()
@@ -129,7 +131,6 @@ async def wake(request: web.Request) -> web.Response:
                                   f"too many anonymous wake requests; retry in {retry:.0f} s")
             response.headers["Retry-After"] = str(max(1, round(retry)))
             return response
-    message = WakeRequest.from_json(await json_body(request))
     controller = request.app[CONTROLLER]
     before = controller.status.state
     sent_before = controller.wol_sent
@@ -155,14 +156,18 @@ async def public_file(request: web.Request) -> web.StreamResponse:
     """``/data/<name>.json``: the public files, never cached, never outside public/."""
     name = request.match_info["name"]
     if not _PUBLIC_NAME.match(name):
-        return json_error(404, "not_found", f"no public file {name!r}")
-    path = request.app[CONFIG].public_dir / name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return json_error(404, "not_found", f"{name} has not been written yet")
-    return web.Response(body=data, content_type="application/json",
-                        headers={"Cache-Control": "no-cache"})
+        response = json_error(404, "not_found", f"no public file {name!r}")
+    else:
+        try:
+            data = (request.app[CONFIG].public_dir / name).read_bytes()
+        except FileNotFoundError:
+            response = json_error(404, "not_found", f"{name} has not been written yet")
+        else:
+            response = web.Response(body=data, content_type="application/json",
+                                    headers={"Cache-Control": "no-cache"})
+    # Public and read-only: the host's dashboard (another origin) reads them too, 404s included.
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
 
 
 async def index(request: web.Request) -> web.FileResponse:
