@@ -110,7 +110,7 @@ def cmd_pi_run(args: argparse.Namespace) -> int:
     names = tuple(args.daemons) or config.daemons()
     from pi import daemons  # noqa: PLC0415
 
-    available = daemons.available()
+    available = daemons.available(names)
     missing = [n for n in names if n not in available]
     if missing:
         print(f"edgepair: daemon(s) {', '.join(missing)} are not part of this version "

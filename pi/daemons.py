@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from types import ModuleType
 
 from handshake.optional import optional_module
@@ -21,5 +22,14 @@ def load(name: str) -> ModuleType | None:
     return module
 
 
-def available() -> tuple[str, ...]:
-    return tuple(name for name in MODULES if load(name) is not None)
+def available(names: tuple[str, ...] = tuple(MODULES)) -> tuple[str, ...]:
+    """Which of ``names`` this version ships, without importing them (each costs RSS)."""
+    out = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(MODULES[name]) is not None
+        except ModuleNotFoundError:  # the parent package is missing
+            found = False
+        if found:
+            out.append(name)
+    return tuple(out)

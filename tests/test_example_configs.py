@@ -109,7 +109,8 @@ def test_pi_example_loads() -> None:
 def test_host_example_loads() -> None:
     config = host_config.load(EXAMPLES / "host.toml")
     assert config.pi.url == "http://192.168.1.20:8770"
-    assert config.extra["inbox"] == {"dir": "/srv/nas/inbox"}
+    assert config.section("inbox").dir == Path("/srv/nas/inbox")
+    assert config.section("planner").load_kwh_per_day == 10
 
 
 @pytest.mark.parametrize(("name", "sketch"), [("pi.toml", SKETCH_PI), ("host.toml", SKETCH_HOST)])

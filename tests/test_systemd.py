@@ -30,7 +30,8 @@ EDGEPAIR = "/opt/edgepair/venv/bin/edgepair"
 
 PI_DAEMONS = ("api", "power", "inbox", "control")
 DAEMON_UNITS = (*(f"edgepair-pi-{d}.service" for d in PI_DAEMONS), "edgepair-host.service")
-ALL_UNITS = (*DAEMON_UNITS, "edgepair-host-shutdown.service")
+ALL_UNITS = (*DAEMON_UNITS, "edgepair-host-shutdown.service", "edgepair-host-plan.service")
+TIMERS = ("edgepair-host-plan.timer",)
 
 # Overall exposure, on systemd-analyze's 0-10 scale, at most 1.5 (the units score 1.1-1.4).
 # What remains is what a LAN daemon needs: the network (PrivateNetwork, AF_INET*,
@@ -69,7 +70,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_script(root / EDGEPAIR.lstrip("/"), "#!/bin/sh\nexit 0\n")
     units = root / "etc/systemd/system"
     units.mkdir(parents=True)
-    for unit in UNITS.glob("*.service"):
+    for unit in [*UNITS.glob("*.service"), *UNITS.glob("*.timer")]:
         shutil.copy2(unit, units / unit.name)
     return root
 
@@ -105,9 +106,10 @@ def one(unit: str, key: str) -> str:
 
 def test_the_unit_set_is_complete() -> None:
     assert sorted(p.name for p in UNITS.glob("*.service")) == sorted(ALL_UNITS)
+    assert sorted(p.name for p in UNITS.glob("*.timer")) == sorted(TIMERS)
 
 
-@pytest.mark.parametrize("unit", ALL_UNITS)
+@pytest.mark.parametrize("unit", [*ALL_UNITS, *TIMERS])
 def test_unit_verifies(root: Path, unit: str) -> None:
     result = analyze("verify", f"--root={root}", unit)
     # Unknown keys and bad values are only warnings (exit 0): any output at all is a failure.

@@ -1,0 +1,106 @@
+"""``edgepair control commission|profiles``: take the baseline the safe state restores."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from handshake import atomic
+from handshake.errors import ConfigError, EdgepairError
+from handshake.timeutil import iso, utcnow
+from pi.control import profile as profiles
+from pi.control.config import ControlConfig
+from pi.control.daemon import BASELINE_FILE, BASELINE_SCHEMA, make_devices
+from pi.control.executor import control_registers
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "profiles":
+        for name in profiles.shipped():
+            p = profiles.load(profiles.PROFILES_DIR / f"{name}.toml")
+            note = " (verify on your unit)" if p.verify_on_unit else ""
+            print(f"{name:16} {p.kind:9} {p.description}{note}")
+        return EXIT_OK
+    from pi import config as pi_config  # noqa: PLC0415
+
+    try:
+        config = pi_config.load(args.config)
+        control: ControlConfig | None = config.section("control")
+        if control is None:
+            raise ConfigError([f"{args.config}: [control]: section missing"])
+        return commission(control, config.private_dir, config.public_dir, force=args.force)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"edgepair: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except EdgepairError as exc:
+        print(f"edgepair: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def commission(control: ControlConfig, private: Path, public: Path, *, force: bool) -> int:
+    """Read every register the profiles write and save them as the baseline."""
+    path = private / BASELINE_FILE
+    existing = atomic.read_json(path) if path.exists() else None
+    if existing is not None and not force:
+        print(f"edgepair: a baseline was taken at {existing.get('taken_at')} ({path}); the safe "
+              "state restores it. Replace it with --force.", file=sys.stderr)
+        return EXIT_FAILED
+    status = atomic.read_json(public / "control.json") if (public / "control.json").exists() else None
+    if isinstance(status, dict) and status.get("mode") == "following" and not force:
+        print("edgepair: the control daemon is following a plan, so the device holds plan values, "
+              "not your own settings. Stop edgepair-pi-control (it leaves the safe state) and "
+              "run this again, or pass --force.", file=sys.stderr)
+        return EXIT_FAILED
+    devices = asyncio.run(_read_all(control))
+    document = {"schema": BASELINE_SCHEMA, "taken_at": iso(utcnow()), "profile": control.profile.name,
+                "device": {"address": control.address, "port": control.port,
+                           "device_id": control.device_id},
+                "devices": devices}
+    atomic.write_json(path, document, 0o640)
+    registers = control_registers(control)
+    print(f"baseline of {len(registers)} register(s) saved to {path}:")
+    for key, dev in devices.items():
+        for name, raw in dev["registers"].items():
+            full = name if key == "inverter" else f"{key}.{name}"
+            reg = registers[full][1]
+            print(f"  {full:28} {reg.table:7} {reg.address:5}  raw {raw:5}  = {reg.decode(raw):g}")
+    if control.profile.verify_on_unit:
+        print(f"profile {control.profile.name} comes from community register maps: verify these "
+              "values against the inverter's own display before the first plan.")
+    return EXIT_OK
+
+
+async def _read_all(control: ControlConfig) -> dict[str, Any]:
+    devices = make_devices(control)
+    registers = control_registers(control)
+    out: dict[str, Any] = {}
+    try:
+        for key, device in devices.items():
+            regs = [(name, reg) for name, (k, reg) in registers.items() if k == key]
+            values = await device.read([reg for _, reg in regs])
+            out[key] = {"registers": {reg.name: values[reg.name] for _, reg in regs}}
+    finally:
+        for device in devices.values():
+            await device.close()
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgepair control", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    c = sub.add_parser("commission", help="read every register the profile writes and save it "
+                       "as the baseline the safe state restores")
+    c.add_argument("--config", type=Path, required=True, metavar="FILE")
+    c.add_argument("--force", action="store_true",
+                   help="replace an existing baseline / commission while following a plan")
+    sub.add_parser("profiles", help="list the shipped device profiles")
+    return parser

@@ -1,0 +1,379 @@
+"""The executor: one tick reads telemetry, decides, writes only what differs, settles, reads back.
+
+Modes (control.json): ``following`` a plan slot applied and verified; ``safe`` the safe state
+applied and verified; ``safe_unverified`` the safe state is wanted but not confirmed (device
+down, a write that does not stick, not commissioned). It starts in ``safe_unverified`` and
+follows a plan only after a verified apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
+from pathlib import Path
+from typing import Any
+
+from handshake import atomic
+from handshake.quietlog import QuietLogger
+from handshake.timeutil import iso, utcnow
+from pi.control import decide as d
+from pi.control.config import ControlConfig
+from pi.control.device import Device, DeviceError
+from pi.control.plan import Plan
+from pi.control.profile import ImplausibleTelemetry, NotCommissioned, Register
+
+log = logging.getLogger(__name__)
+quiet = QuietLogger(log)
+
+FOLLOWING, SAFE, SAFE_UNVERIFIED = "following", "safe", "safe_unverified"
+# A write is tried this often; between tries a capped backoff (a busy or reconnecting device).
+WRITE_ATTEMPTS = 3
+BACKOFF_BASE_S = 0.2
+BACKOFF_MAX_S = 2.0
+
+
+class WriteBudget:
+    """Register writes per UTC day (inverter settings live in flash, which wears)."""
+
+    def __init__(self, limit: int, path: Path | None, today: Callable[[], date]) -> None:
+        self.limit = limit
+        self.path = path
+        self.today = today
+        self.day, self.used = today(), 0
+        saved = atomic.read_json(path) if path is not None and path.exists() else None
+        if isinstance(saved, dict) and saved.get("date") == self.day.isoformat():
+            self.used = int(saved.get("writes", 0))
+
+    @property
+    def writes_today(self) -> int:
+        if self.today() != self.day:
+            self.day, self.used = self.today(), 0
+        return self.used
+
+    def allows(self, n: int) -> bool:
+        return self.writes_today + n <= self.limit
+
+    def spend(self, n: int) -> None:
+        self.used = self.writes_today + n
+
+    def save(self) -> None:
+        if self.path is not None:
+            atomic.write_json(self.path, {"date": self.day.isoformat(), "writes": self.used}, 0o640)
+
+
+@dataclasses.dataclass(slots=True)
+class Alarm:
+    message: str
+    since: datetime
+
+
+class Executor:
+    """Carries out decisions on the devices; the daemon calls ``tick`` and ``stop``."""
+
+    def __init__(self, config: ControlConfig, devices: Mapping[str, Device], *,
+                 baselines: Mapping[str, Mapping[str, int]], budget: WriteBudget,
+                 clock: Callable[[], datetime] = utcnow,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 kick: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.devices = devices
+        self.baselines = baselines
+        self.budget = budget
+        self.clock, self.sleep, self.monotonic = clock, sleep, monotonic
+        self.kick = kick  # the systemd watchdog: a slow device must not look like a hung loop
+        self.registers = control_registers(config)
+        self.plan: Plan | None = None
+        self.state = d.State()
+        self.decision: d.Decision | None = None
+        self.mode, self.reason, self.detail = SAFE_UNVERIFIED, d.STARTING, "starting"
+        self.telemetry: d.Telemetry | None = None
+        self.actual: dict[str, int] | None = None  # the last read-back (raw): the device's state
+        self.last_verify: float | None = None
+        self.alarms: dict[str, Alarm] = {}
+        self.writes = 0  # writes since start (tests and benchmarks count them)
+        self._override: tuple[str, datetime] | None = None  # message, until
+        self._verify_problem: str | None = None
+        self._device_problem: tuple[str, str] | None = None
+
+    async def tick(self) -> None:
+        """One round: telemetry → decision → apply and verify → alarms."""
+        now = self.clock()
+        self._device_problem = None
+        fault = await self._read_telemetry()
+        decision = d.decide(self.plan, now, self.telemetry, self.state, self.config.load_names, fault)
+        if fault is not None and fault[0] != d.IMPLAUSIBLE:
+            # The device does not answer (or only with exceptions): nothing can be written or
+            # verified. Read everything back once it is there again.
+            self.state, self.decision, self.actual = decision.state, decision, None
+            self._set(SAFE_UNVERIFIED, *fault)
+        else:
+            await self._carry_out(decision, now)
+        self._update_alarms(now)
+
+    async def stop(self) -> None:
+        """Leave the device in the safe state (SIGTERM, shutdown)."""
+        decision = d.Decision(False, d.STOPPED, "edgepair control stopped", self.state)
+        self.last_verify = None  # read back before deciding what to write
+        await self._carry_out(decision, self.clock())
+        self._update_alarms(self.clock())
+
+    # -- one tick ---------------------------------------------------------------------
+
+    async def _read_telemetry(self) -> tuple[str, str] | None:
+        profile = self.config.profile
+        try:
+            raws = await self.devices["inverter"].read(list(profile.telemetry.values()))
+            values = profile.decode_telemetry(raws)
+        except DeviceError as exc:
+            self.telemetry = None
+            self._device_problem = _problem(exc)
+            quiet.failure("telemetry", "control: %s", exc)
+            return self._device_problem
+        except ImplausibleTelemetry as exc:
+            self.telemetry = None
+            self._device_problem = (d.IMPLAUSIBLE, str(exc))
+            quiet.failure("telemetry", "control: implausible telemetry: %s", exc)
+            return self._device_problem
+        quiet.success("telemetry", "control: telemetry from %s is back", self.config.address)
+        self.telemetry = d.Telemetry(values["soc_pct"], values["battery_w"], values["grid_w"])
+        return None
+
+    async def _carry_out(self, decision: d.Decision, now: datetime) -> None:
+        """Apply ``decision``; a following apply that fails falls back to the safe state once."""
+        for _ in range(2):
+            self.state, self.decision = decision.state, decision
+            try:
+                # Never leave a state that could not be restored: the safe state must resolve.
+                d.targets(d.Decision(False, decision.reason, "", decision.state), self.config,
+                          self.baselines)
+                want = d.targets(decision, self.config, self.baselines)
+            except NotCommissioned as exc:
+                self._set(SAFE_UNVERIFIED, d.NOT_COMMISSIONED, str(exc))
+                return
+            fallback = await self._apply(decision, want, now)
+            if fallback is None:
+                return
+            decision = fallback
+
+    async def _apply(self, decision: d.Decision, want: dict[str, int],
+                     now: datetime) -> d.Decision | None:
+        """Drive the device to ``want``; a safe-state decision to try instead, or None when done."""
+        before = self.actual
+        due = (before is None or self.last_verify is None
+               or self.monotonic() - self.last_verify >= self.config.verify_s
+               or any(before.get(n) != v for n, v in want.items()))
+        if due:
+            actual = await self._read_back()
+            if actual is None:
+                return None
+            # Only our own writes change a register between two read-backs (and each write is
+            # followed by one): any other difference was made behind our back.
+            changed = sorted(n for n in want if before is not None and n in before
+                             and actual.get(n) != before[n])
+            if changed:
+                fallback = self._note_override(decision, changed, before or {}, actual, now)
+                if fallback is not None:
+                    return fallback
+        assert self.actual is not None
+        diffs = {n: v for n, v in want.items() if self.actual.get(n) != v}
+        if not diffs:
+            self._verify_problem = None
+            self._done(decision)
+            return None
+        if decision.follow and not self.budget.allows(len(diffs)):
+            detail = (f"{self.budget.writes_today} of {self.budget.limit} register writes used "
+                      f"today; following the plan needs {len(diffs)} more")
+            return self._safe_instead(d.WRITE_BUDGET, detail, _end_of_day(now))
+        if not await self._write(diffs):
+            if decision.follow:
+                return self._safe_instead(d.VERIFY_FAILED, self._verify_problem or "write failed",
+                                          decision.slot.end if decision.slot else now)
+            self._set(SAFE_UNVERIFIED, decision.reason, f"{decision.detail}; "
+                      f"{self._verify_problem or self._device_problem}")
+            return None
+        await self.sleep(self.config.settle_s)
+        actual = await self._read_back()
+        if actual is None:
+            return None
+        wrong = {n: (actual.get(n), v) for n, v in want.items() if actual.get(n) != v}
+        if wrong:
+            self._verify_problem = "; ".join(
+                f"{n} reads {got} after writing {v}" for n, (got, v) in sorted(wrong.items()))
+            log.warning("control: write did not stick: %s", self._verify_problem)
+            if decision.follow:
+                return self._safe_instead(d.VERIFY_FAILED, self._verify_problem,
+                                          decision.slot.end if decision.slot else now)
+            self._set(SAFE_UNVERIFIED, d.VERIFY_FAILED, self._verify_problem)
+            return None
+        self._verify_problem = None
+        self._done(decision)
+        return None
+
+    def _safe_instead(self, reason: str, detail: str, until: datetime) -> d.Decision:
+        state = d.latch(self.state, reason, detail, until)
+        return d.Decision(False, reason, detail, dataclasses.replace(state, battery_mode=None))
+
+    def _note_override(self, decision: d.Decision, changed: list[str], before: dict[str, int],
+                       actual: dict[str, int], now: datetime) -> d.Decision | None:
+        """Registers changed behind our back: re-apply once per slot, then the safe state."""
+        what = ", ".join(f"{n} = {actual.get(n)} (was {before.get(n)})" for n in changed)
+        log.warning("control: changed behind edgepair's back: %s", what)
+        until = decision.slot.end if decision.slot else _end_of_day(now)
+        self._override = (f"changed behind edgepair's back: {what}", until)
+        if not decision.follow:
+            return None  # the safe state is simply restored
+        self.state, reapply = d.on_override(self.state, decision, changed)
+        if reapply:
+            return None
+        return d.Decision(False, d.EXTERNAL_OVERRIDE, self.state.latch_detail,
+                          dataclasses.replace(self.state, battery_mode=None))
+
+    def _done(self, decision: d.Decision) -> None:
+        mode = FOLLOWING if decision.follow else SAFE
+        if mode != self.mode or decision.reason != self.reason:
+            log.info("control: %s (%s: %s)", mode, decision.reason, decision.detail)
+        self._set(mode, decision.reason, decision.detail)
+
+    def _set(self, mode: str, reason: str, detail: str) -> None:
+        self.mode, self.reason, self.detail = mode, reason, detail
+
+    async def _read_back(self) -> dict[str, int] | None:
+        """Read every control register; None (and safe_unverified) when a device fails."""
+        out: dict[str, int] = {}
+        try:
+            for key, regs in self._by_device().items():
+                self.kick()
+                values = await self.devices[key].read([reg for _, reg in regs])
+                out.update({name: values[reg.name] for name, reg in regs})
+        except DeviceError as exc:
+            self.actual = None
+            self._device_problem = _problem(exc)
+            quiet.failure("readback", "control: read-back failed: %s", exc)
+            self._set(SAFE_UNVERIFIED, *self._device_problem)
+            return None
+        quiet.success("readback", "control: read-back works again")
+        self.actual = out
+        self.last_verify = self.monotonic()
+        return out
+
+    async def _write(self, diffs: Mapping[str, int]) -> bool:
+        """Write each register with retries and capped backoff; False when one fails for good."""
+        written = 0
+        try:
+            for name, raw in diffs.items():
+                key, reg = self.registers[name]
+                if not await self._write_one(key, reg, raw):
+                    return False
+                written += 1
+            return True
+        finally:
+            self.budget.spend(written)
+            self.writes += written
+            if written:
+                await asyncio.to_thread(self.budget.save)
+
+    async def _write_one(self, key: str, reg: Register, raw: int) -> bool:
+        for attempt in range(WRITE_ATTEMPTS):
+            self.kick()
+            try:
+                await self.devices[key].write(reg, raw)
+                return True
+            except DeviceError as exc:
+                retry = exc.code is None or exc.busy
+                if not retry or attempt == WRITE_ATTEMPTS - 1:
+                    self._verify_problem = str(exc)
+                    self._device_problem = _problem(exc)
+                    log.warning("control: %s", exc)
+                    return False
+                await self.sleep(min(BACKOFF_BASE_S * 2 ** attempt, BACKOFF_MAX_S))
+        return False
+
+    def _by_device(self) -> dict[str, list[tuple[str, Register]]]:
+        out: dict[str, list[tuple[str, Register]]] = {}
+        for name, (key, reg) in self.registers.items():
+            out.setdefault(key, []).append((name, reg))
+        return out
+
+    # -- alarms and the public document -----------------------------------------------
+
+    def _update_alarms(self, now: datetime) -> None:
+        active: dict[str, str] = {}
+        if self._device_problem is not None:
+            active[self._device_problem[0]] = self._device_problem[1]
+        if self.reason == d.NOT_COMMISSIONED:
+            active[d.NOT_COMMISSIONED] = self.detail
+        latch = self.state.latch if self.state.latch_until and now < self.state.latch_until else None
+        if self._verify_problem is not None or latch == d.VERIFY_FAILED:
+            active[d.VERIFY_FAILED] = self._verify_problem or self.state.latch_detail
+        if latch in (d.HARD_LIMIT, d.EXTERNAL_OVERRIDE):
+            active[latch] = self.state.latch_detail
+        if self._override is not None:
+            if now < self._override[1]:
+                active.setdefault(d.EXTERNAL_OVERRIDE, self._override[0])
+            else:
+                self._override = None
+        if not self.budget.allows(1):
+            active[d.WRITE_BUDGET] = (f"all {self.budget.limit} register writes of today are used: "
+                                      "only the safe state is written until tomorrow (UTC)")
+        for code in list(self.alarms):
+            if code not in active:
+                log.info("control: alarm cleared: %s", code)
+                del self.alarms[code]
+        for code, message in active.items():
+            if code not in self.alarms:
+                log.warning("control: alarm %s: %s", code, message)
+                self.alarms[code] = Alarm(message, now)
+            else:
+                self.alarms[code].message = message
+
+    def document(self, now: datetime, interval_s: float) -> dict[str, Any]:
+        """control.json."""
+        decision = self.decision
+        slot = decision.slot if decision is not None and self.mode == FOLLOWING else None
+        registers = {name: reg.decode(self.actual[name])
+                     for name, (_, reg) in self.registers.items()
+                     if self.actual is not None and name in self.actual}
+        t = self.telemetry
+        readback = None if t is None and not registers else {
+            "soc_pct": t.soc_pct if t else None, "battery_w": t.battery_w if t else None,
+            "grid_w": t.grid_w if t else None, "registers": registers}
+        return {
+            "schema": "edgepair.control/1", "generated_at": iso(now), "interval_s": interval_s,
+            "mode": self.mode, "reason": self.reason, "detail": self.detail,
+            "plan": self.plan.summary(now) if self.plan is not None else None,
+            "slot": None if slot is None or decision is None else {
+                "start": iso(slot.start), "end": iso(slot.end), "battery_mode": slot.battery_mode,
+                "effective_mode": decision.battery_mode, "power_w": slot.power_w,
+                "soc_target": slot.soc_target,
+                "loads": {name: slot.loads.get(name, False) for name in self.config.load_names}},
+            "readback": readback,
+            "alarms": [{"code": code, "message": a.message, "since": iso(a.since)}
+                       for code, a in self.alarms.items()],
+            "writes_today": self.budget.writes_today, "write_budget": self.budget.limit,
+            "profile": self.config.profile.name,
+        }
+
+
+def _problem(exc: DeviceError) -> tuple[str, str]:
+    """A device failure's reason code: silent (unreachable) or answering with an exception."""
+    return (d.DEVICE_UNREACHABLE if exc.code is None else d.DEVICE_ERROR), str(exc)
+
+
+def _end_of_day(now: datetime) -> datetime:
+    """The next UTC midnight (the write budget's day)."""
+    return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), dt_time.min, UTC)
+
+
+def control_registers(config: ControlConfig) -> dict[str, tuple[str, Register]]:
+    """Every register the executor writes: name → (device key, register)."""
+    out = {name: ("inverter", reg) for name, reg in config.profile.registers.items()}
+    for load in config.loads:
+        for name, reg in load.profile.registers.items():
+            out[f"load.{load.name}.{name}"] = (f"load.{load.name}", reg)
+    return out

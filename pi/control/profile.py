@@ -1,0 +1,262 @@
+"""Device profiles: TOML register maps for telemetry, the writes of each mode and the safe state.
+
+A profile names registers and says, per mode, what each control register holds: a constant,
+the commissioned ``"baseline"`` (what the device held before edgepair touched it), a value
+from the plan's slot (``{from = "power_w", factor = …}``) or ``"keep"`` (not this mode's
+business: neither written nor verified). The safe state names every control register.
+Engineering value = raw × scale; 16-bit registers only. Light: no device library here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from handshake.configfile import Problems, Section, load_toml, resolve
+from handshake.errors import FatalError
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+KINDS = ("inverter", "load")
+MODES = {"inverter": ("normal", "hold", "charge"), "load": ("on", "off")}
+TELEMETRY = ("soc_pct", "battery_w", "grid_w")
+READ_TABLES = ("holding", "input")
+WRITE_TABLES = ("holding", "coil")
+SOURCES = ("power_w", "soc_target")
+
+
+class NotCommissioned(FatalError):
+    """A value needs the device's baseline, which was never read (`edgepair control commission`)."""
+
+
+class ImplausibleTelemetry(FatalError):
+    """A telemetry value lies outside the profile's plausible range."""
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """One 16-bit register (or coil): where it is and how raw counts map to units."""
+
+    name: str
+    address: int
+    table: str = "holding"
+    scale: float = 1.0
+    signed: bool = False
+    min: float | None = None
+    max: float | None = None
+    default: float | None = None
+
+    def decode(self, raw: int) -> float:
+        if self.table == "coil":
+            return float(bool(raw))
+        value = raw - 0x10000 if self.signed and raw >= 0x8000 else raw
+        return value * self.scale
+
+    def encode(self, value: float) -> int:
+        """Engineering value → raw count, clamped into the register's limits."""
+        if self.min is not None:
+            value = max(value, self.min)
+        if self.max is not None:
+            value = min(value, self.max)
+        if self.table == "coil":
+            return int(bool(value))
+        count = round(value / self.scale)
+        lo, hi = (-0x8000, 0x7FFF) if self.signed else (0, 0xFFFF)
+        count = min(max(count, lo), hi)
+        return count & 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A control register's value in one mode."""
+
+    kind: str  # const | baseline | source | keep
+    value: float = 0.0
+    source: str = ""
+    factor: float = 1.0
+    offset: float = 0.0
+    otherwise: Write | None = None  # when the slot has no value for ``source``
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    kind: str
+    description: str
+    file: Path
+    verify_on_unit: bool = True
+    max_charge_w: float | None = None
+    max_discharge_w: float | None = None
+    telemetry: Mapping[str, Register] = field(default_factory=dict)
+    registers: Mapping[str, Register] = field(default_factory=dict)
+    modes: Mapping[str, Mapping[str, Write]] = field(default_factory=dict)
+    safe: Mapping[str, Write] = field(default_factory=dict)
+
+    def targets(self, mode: str | None, values: Mapping[str, float | None],
+                baseline: Mapping[str, int]) -> dict[str, int]:
+        """Raw values for ``mode`` (None: the safe state); NotCommissioned if a baseline is missing."""
+        writes = self.safe if mode is None else self.modes[mode]
+        out: dict[str, int] = {}
+        for name, write in writes.items():
+            raw = self._raw(self.registers[name], write, values, baseline)
+            if raw is not None:
+                out[name] = raw
+        return out
+
+    def _raw(self, reg: Register, write: Write, values: Mapping[str, float | None],
+             baseline: Mapping[str, int]) -> int | None:
+        if write.kind == "keep":
+            return None
+        if write.kind == "const":
+            return reg.encode(write.value)
+        if write.kind == "baseline":
+            if reg.name in baseline:
+                return baseline[reg.name]
+            if reg.default is not None:
+                return reg.encode(reg.default)
+            raise NotCommissioned(f"register {reg.name!r} needs the device's baseline: "
+                                  "run `edgepair control commission`")
+        value = values.get(write.source)
+        if value is None:
+            if write.otherwise is None:
+                raise ValueError(f"the slot has no {write.source} for register {reg.name!r}")
+            return self._raw(reg, write.otherwise, values, baseline)
+        return reg.encode(value * write.factor + write.offset)
+
+    def decode_telemetry(self, raws: Mapping[str, int]) -> dict[str, float]:
+        """Telemetry in units; ImplausibleTelemetry when a value is outside its range."""
+        out = {}
+        for name, reg in self.telemetry.items():
+            value = reg.decode(raws[name])
+            if (reg.min is not None and value < reg.min) or (reg.max is not None and value > reg.max):
+                raise ImplausibleTelemetry(f"{name} = {value:g} is outside the plausible "
+                                           f"range {_bound(reg.min)}…{_bound(reg.max)}")
+            out[name] = value
+        return out
+
+    def with_switch(self, address: int | None, table: str | None,
+                    on: float | None, off: float | None) -> Profile:
+        """A load profile with its one register moved or its on/off values changed."""
+        (name, reg), = self.registers.items()
+        reg = dataclasses.replace(reg, address=reg.address if address is None else address,
+                                  table=table or reg.table)
+        modes = dict(self.modes)
+        if on is not None:
+            modes["on"] = {name: Write("const", on)}
+        if off is not None:
+            modes["off"] = {name: Write("const", off)}
+        return dataclasses.replace(self, registers={name: reg}, modes=modes)
+
+
+def _bound(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def shipped() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
+
+
+def locate(ref: str, config_file: Path) -> Path:
+    """A shipped profile's name, or a path (relative to the config file)."""
+    if "/" not in ref and not ref.endswith(".toml"):
+        return PROFILES_DIR / f"{ref}.toml"
+    return resolve(config_file, ref)
+
+
+def load(path: Path, kind: str | None = None) -> Profile:
+    """Parse and check a profile file; ConfigError lists every problem."""
+    problems = Problems(path)
+    profile = parse(Section(problems, "", load_toml(path)), path, kind)
+    problems.raise_if_any()
+    return profile
+
+
+def parse(root: Section, path: Path, kind: str | None = None) -> Profile:
+    """Read a profile from a TOML table (problems go to ``root.problems``)."""
+    s = root.sub("profile")
+    name = s.text("name", path.stem)
+    found = s.text("kind", "inverter", choices=KINDS)
+    if kind is not None and found != kind:
+        s.problems.add("profile.kind", f"expected kind = {kind!r} here, got {found!r}")
+    head = {"description": s.text("description", ""), "verify_on_unit": s.flag("verify_on_unit", True),
+            "max_charge_w": s.number("max_charge_w", None, lo=0),
+            "max_discharge_w": s.number("max_discharge_w", None, lo=0)}
+    s.done()
+    telemetry = _registers(root.sub("telemetry"), READ_TABLES)
+    registers = _registers(root.sub("registers"), WRITE_TABLES)
+    modes_section = root.sub("modes")
+    modes = {m: _writes(modes_section.sub(m), registers, allow_keep=True)
+             for m in MODES.get(found, ())}
+    modes_section.done()
+    safe = _writes(root.sub("safe"), registers, allow_keep=False)
+    if found == "inverter":
+        for t in TELEMETRY:
+            if t not in telemetry:
+                root.problems.add(f"telemetry.{t}", "required for an inverter profile")
+    if not registers:
+        root.problems.add("registers", "expected at least one control register")
+    if found == "load" and len(registers) != 1:
+        root.problems.add("registers", "a load profile has exactly one register (the switch)")
+    root.done()
+    return Profile(name=name, kind=found, file=path, telemetry=telemetry, registers=registers,
+                   modes=modes, safe=safe, **head)
+
+
+def _registers(s: Section, tables: tuple[str, ...]) -> dict[str, Register]:
+    out = {}
+    for name in list(s.data):
+        r = s.sub(name)
+        reg = Register(name=name, address=r.integer("address", lo=0, hi=0xFFFF),
+                       table=r.text("table", "holding", choices=tables),
+                       scale=r.number("scale", 1.0), signed=r.flag("signed", False),
+                       min=r.number("min", None), max=r.number("max", None),
+                       default=r.number("default", None))
+        r.check("scale", reg.scale, lambda v: isinstance(v, float) and v != 0 and math.isfinite(v),
+                "a non-zero number")
+        r.done()
+        if isinstance(reg.address, int):
+            out[name] = reg
+    return out
+
+
+def _writes(s: Section, registers: Mapping[str, Register], *, allow_keep: bool) -> dict[str, Write]:
+    out = {}
+    for name in registers:
+        if name not in s.data:
+            s.problems.add(s.key(name), "required: every mode and the safe state name every "
+                           "control register (\"keep\" leaves it alone)" if allow_keep else
+                           "required: the safe state names every control register")
+            continue
+        write = _write(s, name, s.data[name], allow_keep)
+        s.seen.add(name)
+        if write is not None:
+            out[name] = write
+    s.done()
+    return out
+
+
+def _write(s: Section, name: str, value: Any, allow_keep: bool) -> Write | None:
+    key = s.key(name)
+    if isinstance(value, bool):
+        return Write("const", float(value))
+    if isinstance(value, int | float):
+        return Write("const", float(value))
+    if value == "baseline" or (value == "keep" and allow_keep):
+        return Write(value)
+    if isinstance(value, dict):
+        t = s.sub(name)
+        source = t.text("from", choices=SOURCES)
+        otherwise = t.data.get("otherwise")
+        t.seen.add("otherwise")
+        fallback = _write(t, "otherwise", otherwise, False) if otherwise is not None else None
+        write = Write("source", source=source, factor=t.number("factor", 1.0),
+                      offset=t.number("offset", 0.0), otherwise=fallback)
+        t.done()
+        return write
+    choices = '"baseline", "keep"' if allow_keep else '"baseline"'
+    s.problems.add(key, f"expected a number, {choices} or {{from = \"power_w\"|\"soc_target\", "
+                   f"factor = …}}, got {value!r}")
+    return None

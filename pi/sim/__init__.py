@@ -1,0 +1,1 @@
+"""Simulated devices for tests, benchmarks and the demo (loopback only)."""

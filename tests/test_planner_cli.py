@@ -1,0 +1,210 @@
+"""``edgepair host plan`` end to end: files → DP → a signed PUT to the Pi's real api app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handshake import atomic
+from handshake.errors import RequestError
+from handshake.timeutil import iso
+from host import config as host_config
+from host.planner import cli
+from host.planner.inputs import InputError
+from pi import api
+from pi.config import load
+from pi.control.plan import PLAN_FILE, validate
+from pi.heartbeat import Beat
+from pi.hostloop import HostController
+from tests.helpers import KEY, free_port, pi_toml, write_secrets
+from tests.memdns import MemoryDns
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTROL = """
+[control]
+profile = "sim-inverter"
+address = "127.0.0.1"
+max_charge_w = 3000
+max_discharge_w = 3000
+soc_min_pct = 10
+soc_max_pct = 95
+[[control.loads]]
+name = "boiler"
+address = "127.0.0.1"
+"""
+
+
+def slot_now() -> datetime:
+    return datetime.fromtimestamp(time.time() // 900 * 900, UTC)
+
+
+def write_prices(path: Path, hours: float) -> Path:
+    start = slot_now() - timedelta(hours=1)
+    rows = ["start,price_eur_kwh"]
+    for q in range(int((hours + 1) * 4)):
+        at = start + timedelta(minutes=15 * q)
+        rows.append(f"{iso(at)},{0.10 + 0.08 * (1 + math.sin(q / 10)):.4f}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def host_toml(tmp: Path, pi_url: str, *, hours: float = 24, extra: str = "") -> Path:
+    secrets = write_secrets(tmp / "host-secrets.toml")
+    prices = write_prices(tmp / "prices.csv", hours)
+    path = tmp / "host.toml"
+    path.write_text(f"""
+[host]
+listen = "127.0.0.3:{free_port()}"
+state_dir = "{tmp / 'host-state'}"
+secrets_file = "{secrets}"
+[pi]
+url = "{pi_url}"
+[planner]
+prices = "{prices.name}"
+price_add_eur_kwh = 0.12
+export_price_eur_kwh = 0.07
+load_kwh_per_day = 9
+capacity_wh = 10000
+soc_min_pct = 10
+soc_max_pct = 95
+max_charge_w = 3000
+max_discharge_w = 3000
+soc_step_pct = 0.1
+horizon_h = 24
+push_deadline_s = 2
+{extra}
+""")
+    return path
+
+
+@pytest.fixture
+async def pi(tmp_path: Path, aiohttp_server: Any) -> tuple[str, Path]:
+    """The Pi's real api app with [control]: (url, private dir)."""
+    pi_dir = tmp_path / "pi"
+    pi_dir.mkdir()
+    config = load(pi_toml(pi_dir, extra=CONTROL))
+
+    async def send_wol() -> None:
+        return None
+
+    async def probe() -> Beat:
+        return Beat(ok=False, at=time.time(), error="test")
+
+    controller = HostController(config, MemoryDns(), send_wol, probe)
+    await controller.start()
+    server = await aiohttp_server(api.build_app(config, controller, KEY))
+    return str(server.make_url("")).rstrip("/"), config.private_dir
+
+
+async def run(path: Path, *argv: str) -> int:
+    config = host_config.load(path)
+    args = cli._parser().parse_args(["--config", str(path), *argv])
+    return await cli._run(config, config.section("planner"), args)
+
+
+async def test_plan_and_push(tmp_path: Path, pi: tuple[str, Path],
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    url, private = pi
+    path = host_toml(tmp_path, url, extra='[[planner.loads]]\nname = "boiler"\npower_w = 2000\nhours = 2')
+    assert await run(path) == 0
+    out = capsys.readouterr().out
+    assert "pushed to" in out
+    assert "accepted" in out
+    assert "saves" in out
+    stored = json.loads((private / PLAN_FILE).read_text())
+    pi_config = load(pi_toml(tmp_path / "pi", extra=CONTROL))
+    plan = validate(stored, pi_config.section("control").limits, ("boiler",))
+    assert len(plan.slots) == 96
+    assert plan.valid_from == slot_now()
+    assert sum(slot.loads["boiler"] for slot in plan.slots) >= 8  # 2 h in the cheapest slots
+    opt = stored["optimizer"]
+    assert opt["status"] == "optimal"
+    assert opt["soc_source"] == "config"
+    assert opt["savings_eur"] > 0  # cheap slots fill the battery for the dear ones
+    first_seq = stored["seq"]
+    assert await run(path) == 0  # again: a higher seq, accepted
+    assert json.loads((private / PLAN_FILE).read_text())["seq"] > first_seq
+
+
+async def test_the_pis_fresh_soc_is_the_start(tmp_path: Path, pi: tuple[str, Path],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    url, private = pi
+    public = private.parent / "public"
+    atomic.write_json(public / "control.json", {"schema": "edgepair.control/1",
+                                                "generated_at": iso(datetime.now(UTC)),
+                                                "readback": {"soc_pct": 73.0}})
+    assert await run(host_toml(tmp_path, url), "--dry-run", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["optimizer"]["start_soc_pct"], doc["optimizer"]["soc_source"]) == (73.0, "pi")
+    assert not (private / PLAN_FILE).exists()  # a dry run pushes nothing
+    atomic.write_json(public / "control.json", {"generated_at": iso(datetime.now(UTC) - timedelta(hours=1)),
+                                                "readback": {"soc_pct": 73.0}})
+    assert await run(host_toml(tmp_path, url), "--dry-run", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["optimizer"]["soc_source"] == "config"  # stale
+
+
+async def test_a_stale_seq_after_lost_host_state_moves_above_the_pis(
+        tmp_path: Path, pi: tuple[str, Path]) -> None:
+    url, private = pi
+    path = host_toml(tmp_path, url)
+    assert await run(path) == 0
+    stored = json.loads((private / PLAN_FILE).read_text())
+    (private / PLAN_FILE).write_text(json.dumps({**stored, "seq": 10**12}))
+    atomic.write_json(private.parent / "public" / "control.json", {"plan": {"seq": 10**12}})
+    assert await run(path) == 0
+    assert json.loads((private / PLAN_FILE).read_text())["seq"] == 10**12 + 1
+
+
+async def test_the_pi_refuses_limits_it_does_not_allow(tmp_path: Path, pi: tuple[str, Path]) -> None:
+    url, _ = pi
+    path = host_toml(tmp_path, url).read_text().replace("max_charge_w = 3000", "max_charge_w = 5000")
+    (tmp_path / "host.toml").write_text(path)
+    with pytest.raises(RequestError, match=r"limits.max_charge_w.*≤ 3000"):
+        await run(tmp_path / "host.toml")
+
+
+async def test_short_or_missing_inputs_are_clear_errors(tmp_path: Path) -> None:
+    path = host_toml(tmp_path, "http://127.0.0.1:9", hours=2)
+    with pytest.raises(InputError, match=r"prices .* cover only 2 h .* min_horizon_h = 4 h"):
+        await run(path, "--dry-run")
+    (tmp_path / "prices.csv").unlink()
+    with pytest.raises(InputError, match=r"prices\.csv: cannot read"):
+        await run(path, "--dry-run")
+
+
+async def test_the_command_line(tmp_path: Path) -> None:
+    path = host_toml(tmp_path, "http://127.0.0.1:9", hours=2)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pi.cli", "host", "plan", "--config", str(path), "--dry-run", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert b"cover only 2 h" in err
+    assert b"Traceback" not in err
+    (tmp_path / "host.toml").write_text(path.read_text().replace("[planner]", "[planner]\nprice = 1"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pi.cli", "host", "plan", "--config", str(path), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _out, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert b"planner.price: unknown key (did you mean 'prices'?)" in err
+
+
+def test_the_demo_plan_is_valid_on_the_demo_pi(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    doc = cli.demo_plan(now, soc_pct=40, seq=7, loads=("boiler",))
+    control = load(pi_toml(tmp_path, extra=CONTROL)).section("control")
+    plan = validate(doc, control.limits, ("boiler",), now=now)
+    assert len(plan.slots) == 96
+    assert plan.seq == 7
+    assert {slot.battery_mode for slot in plan.slots} >= {"normal"}
+    assert sum(slot.loads["boiler"] for slot in plan.slots) >= 8
+    assert doc["optimizer"]["savings_eur"] > -0.01  # a sunny day leaves little to gain
