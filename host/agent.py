@@ -37,6 +37,7 @@ OPENAPI_PATHS_KEY = web.AppKey("openapi_paths", dict[str, dict[str, Any]])
 BOOT_ID_KEY = web.AppKey("boot_id", str)
 PUBLIC_DIR_KEY = web.AppKey("public_dir", Path)
 FRONTEND_KEY = web.AppKey("frontend_dir", Path)
+PI_URL_KEY = web.AppKey("pi_url", str)
 # Modules that add routes with ``add_routes(app, config)`` (the inbox receiver, …).
 EXTENSIONS = ("host.inbox.receiver",)
 _PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
@@ -74,6 +75,15 @@ def build_app(config: HostConfig, *, boot_id: str | None = None,
                         "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*\\.json$"}}],
         "responses": {"200": _json_response("The file.", {"type": "object"})},
     })
+    app[PI_URL_KEY] = config.pi.url
+    add_route(app, "GET", f"{PREFIX}/dashboard", dashboard, {
+        "operationId": "getDashboardMode",
+        "summary": "Tells the dashboard it runs on the host and where the Pi's files are (open).",
+        "security": [],
+        "responses": {"200": _json_response("Mode and the Pi's URL.", {
+            "type": "object", "required": ["mode", "pi_url"],
+            "properties": {"mode": {"const": "host"}, "pi_url": {"type": "string"}}})},
+    })
     frontend = config.host.frontend_dir
     if frontend is not None and (frontend / "index.html").is_file():
         app[FRONTEND_KEY] = frontend
@@ -95,6 +105,11 @@ async def public_file(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text=f"{name} has not been written yet") from None
     return web.Response(body=data, content_type="application/json",
                         headers={"Cache-Control": "no-cache"})
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    """Open: the dashboard's mode, and the Pi's URL its cards read the Pi's files from."""
+    return web.json_response({"mode": "host", "pi_url": request.app[PI_URL_KEY]})
 
 
 async def index(request: web.Request) -> web.FileResponse:

@@ -6,6 +6,11 @@ VENV=${EDGEPAIR_VENV:-$PWD/.venv}
 # Debian packages the tests run for real (no test is skipped for a missing tool).
 SYSTEM_TOOLS=(
     "systemd-analyze:systemd"
+    "smbd:samba"
+    "smbclient:smbclient"
+    "rsync:rsync"
+    "nginx:nginx"
+    "chromium:chromium fonts-dejavu-core"
 )
 
 ensure_system_tools() {
@@ -13,7 +18,7 @@ ensure_system_tools() {
     for entry in "${SYSTEM_TOOLS[@]}"; do
         tool=${entry%%:*}
         pkg=${entry#*:}
-        command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$pkg")
+        command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=($pkg)  # a tool may need several packages
     done
     if [ ${#missing[@]} -gt 0 ]; then
         echo "== installing Debian packages: ${missing[*]}"

@@ -1,0 +1,229 @@
+"""Pi-hole summary stats for the dashboard: ``[pihole]`` config and the ``pihole.json`` writer.
+
+The api daemon runs ``run(config, session)`` when ``[pihole]`` is present. It logs in to
+Pi-hole v6 (``POST /api/auth``, header ``X-FTL-SID``), reads ``GET /api/stats/summary``
+every ``interval_s`` and logs out (``DELETE /api/auth``) on exit: Pi-hole has only 16
+API seats. A failure is written into ``pihole.json`` (``"ok": false``) and logged quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from handshake import atomic
+from handshake.configfile import Section, is_url
+from handshake.errors import TemporaryError
+from handshake.quietlog import QuietLogger
+from handshake.timeutil import iso
+
+if TYPE_CHECKING:  # check-config imports this module for parse(): keep aiohttp out of it
+    import aiohttp
+
+    from pi.config import PiConfig
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "edgepair.pihole/1"
+FILE = "pihole.json"
+# FTL answers in milliseconds, usually on this very Pi.
+REQUEST_TIMEOUT_S = 5.0
+# Logging out happens on the way to exit: don't hold a shutdown up for long.
+LOGOUT_TIMEOUT_S = 2.0
+# After failures, ask less often (interval × 2^n) but at least this often, so a fixed
+# Pi-hole shows up within minutes without a restart.
+MAX_BACKOFF_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class PiholeStatsConfig:
+    url: str = "http://127.0.0.1"
+    interval_s: float = 60.0
+
+
+def parse(section: Section, file: Path) -> PiholeStatsConfig:
+    """``[pihole]``: ``url`` of Pi-hole's web server and the refresh ``interval_s``."""
+    config = PiholeStatsConfig(
+        url=section.check("url", section.text("url", "http://127.0.0.1"), is_url,
+                          "an http:// or https:// URL"),
+        interval_s=section.number("interval_s", 60.0, lo=1, hi=3600),
+    )
+    section.done()
+    return config
+
+
+class PiholeError(TemporaryError):
+    """Pi-hole could not be read; the message is what the dashboard shows."""
+
+
+class PiholeStats:
+    """One Pi-hole API session; ``summary()`` reads the stats, logging in as needed."""
+
+    def __init__(self, url: str, password: str | None, session: aiohttp.ClientSession,
+                 timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        self.url = url.rstrip("/")
+        self._password = password
+        self._session = session
+        self._timeout_s = timeout_s
+        self._sid: str | None = None  # None also when Pi-hole has no password
+        self._logged_in = False
+        self.logins = 0
+
+    async def summary(self) -> dict[str, Any]:
+        """``/api/stats/summary``; an expired session (401) logs in again once."""
+        for attempt in range(2):
+            if not self._logged_in and self._password is not None:
+                await self._login()
+            headers = {"X-FTL-SID": self._sid} if self._sid else {}
+            status, answer = await self._call("GET", "/api/stats/summary", None, headers)
+            if status == 401 and attempt == 0 and self._password is not None:
+                log.debug("Pi-hole session expired; logging in again")
+                self._sid, self._logged_in = None, False
+                continue
+            if status == 401:
+                raise PiholeError("Pi-hole asks for a password: set pihole_password in the "
+                                  "secrets file" if self._password is None else
+                                  "Pi-hole rejected a fresh session (401)")
+            if status != 200 or not isinstance(answer, dict):
+                raise PiholeError(f"Pi-hole answered {_said(status, answer)} for the summary")
+            return answer
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        """Log out, freeing the API seat; never raises."""
+        import aiohttp  # noqa: PLC0415 - see TYPE_CHECKING above
+
+        sid, self._sid, self._logged_in = self._sid, None, False
+        if sid is None:
+            return
+        try:
+            async with (asyncio.timeout(LOGOUT_TIMEOUT_S),
+                        self._session.delete(f"{self.url}/api/auth",
+                                             headers={"X-FTL-SID": sid}) as response):
+                log.debug("logged out of Pi-hole: HTTP %d", response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("could not log out of Pi-hole: %s", exc)
+
+    async def _login(self) -> None:
+        status, answer = await self._call("POST", "/api/auth", {"password": self._password}, {})
+        session = answer.get("session") if isinstance(answer, dict) else None
+        if status == 200 and isinstance(session, dict) and session.get("valid") is True:
+            sid = session.get("sid")
+            self._sid = sid if isinstance(sid, str) and sid else None  # None: no password set
+            self._logged_in = True
+            self.logins += 1
+            log.log(logging.INFO if self.logins == 1 else logging.DEBUG,
+                    "logged in to Pi-hole at %s for stats", self.url)
+            return
+        if status in (200, 401):
+            raise PiholeError("Pi-hole rejected the password (pihole_password in the secrets file)")
+        raise PiholeError(f"Pi-hole refused the login: {_said(status, answer)}")
+
+    async def _call(self, method: str, path: str, body: object,
+                    headers: dict[str, str]) -> tuple[int, Any]:
+        import aiohttp  # noqa: PLC0415 - see TYPE_CHECKING above
+
+        try:
+            async with (asyncio.timeout(self._timeout_s),
+                        self._session.request(method, self.url + path, json=body,
+                                              headers=headers) as response):
+                try:
+                    return response.status, json.loads(await response.read())
+                except ValueError:
+                    return response.status, None
+        except TimeoutError as exc:
+            raise PiholeError(f"Pi-hole at {self.url} did not answer within "
+                              f"{self._timeout_s:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise PiholeError(f"Pi-hole at {self.url} unreachable: {exc}") from exc
+
+
+def document(summary: dict[str, Any] | None, error: str | None, now: float,
+             interval_s: float) -> dict[str, Any]:
+    """The ``pihole.json`` document: the summary's headline, or the error and nulls."""
+    doc: dict[str, Any] = {"schema": SCHEMA, "generated_at": iso(now), "interval_s": interval_s,
+                           "ok": error is None, "error": error,
+                           "queries": None, "clients": None, "gravity": None}
+    if summary is None:
+        return doc
+    queries = _table(summary, "queries")
+    clients = _table(summary, "clients")
+    gravity = _table(summary, "gravity")
+    last_update = _number(gravity.get("last_update"))
+    doc["queries"] = {"total": _number(queries.get("total")),
+                      "blocked": _number(queries.get("blocked")),
+                      "percent_blocked": _number(queries.get("percent_blocked"))}
+    doc["clients"] = {"active": _number(clients.get("active")),
+                      "total": _number(clients.get("total"))}
+    doc["gravity"] = {
+        "domains_being_blocked": _number(gravity.get("domains_being_blocked")),
+        "last_update": iso(last_update) if last_update else None,
+        "age_s": round(max(0.0, now - last_update), 1) if last_update else None,
+    }
+    return doc
+
+
+async def run(config: PiConfig, session: aiohttp.ClientSession, *,
+              clock: Callable[[], float] = time.time) -> None:
+    """Write ``pihole.json`` every ``interval_s`` until cancelled; log out on the way out."""
+    section: PiholeStatsConfig = config.section("pihole")
+    stats = PiholeStats(section.url, config.secrets().pihole_password, session)
+    quiet = QuietLogger(log)
+    path = config.public_dir / FILE
+    failures = 0
+    try:
+        while True:
+            try:
+                summary, error = await stats.summary(), None
+            except PiholeError as exc:
+                summary, error = None, str(exc)
+            if error is None:
+                failures = 0
+                quiet.success("stats", "Pi-hole stats readable again")
+            else:
+                failures += 1
+                quiet.failure("stats", "Pi-hole stats: %s", error)
+            delay = next_delay(section.interval_s, failures)
+            try:
+                await asyncio.to_thread(atomic.write_json, path,
+                                        document(summary, error, clock(), delay))
+            except OSError as exc:
+                quiet.failure("write", "cannot write %s: %s", path, exc)
+            else:
+                quiet.success("write", "%s written again", path)
+            await asyncio.sleep(delay)
+    finally:
+        await stats.close()  # bounded by LOGOUT_TIMEOUT_S
+
+
+def next_delay(interval_s: float, failures: int) -> float:
+    """The interval while Pi-hole answers; doubling per failure, capped, never below it."""
+    if failures == 0:
+        return interval_s
+    doubled = interval_s * 2.0 ** min(failures - 1, 16)  # bounded exponent: no overflow
+    return max(interval_s, min(doubled, MAX_BACKOFF_S))
+
+
+def _table(summary: dict[str, Any], key: str) -> dict[str, Any]:
+    value = summary.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def _said(status: int, answer: Any) -> str:
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if isinstance(error, dict):
+        detail = "; ".join(str(error[k]) for k in ("key", "message", "hint") if error.get(k))
+        return f"HTTP {status} ({detail})"
+    return f"HTTP {status}"

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Screenshots of the dashboard from a demo-like setup, for the README (run scripts/screenshot).
+
+The real Pi api daemon serves ``frontend-dist`` with the fixture files of
+``tests/fixtures/dashboard`` (the host asleep, three plugs, an inbox, Pi-hole, energy
+control); Debian's Chromium, headless via Playwright, renders it at 1280 px and at 360 px.
+
+    .venv/bin/python scripts/bench/dashboard_screenshot.py [--out DIR] [--dark]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import aiohttp
+from _common import ROOT, Children, run, wait_for, wait_http
+from dashboard_site import CHROMIUM, CHROMIUM_ARGS, DashboardSite
+
+OUT = ROOT / "scripts" / "screenshots"
+# Viewport width → file name; each shot is the full page.
+SHOTS = {1280: "dashboard.png", 360: "dashboard-360.png"}
+# Long enough for the page to be complete and the fonts settled.
+RENDER_TIMEOUT_MS = 15_000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT, help=f"directory (default {OUT})")
+    parser.add_argument("--dark", action="store_true", help="the dark colour scheme")
+    args = parser.parse_args(argv)
+    return run(lambda: shoot(args.out, "dark" if args.dark else "light"))
+
+
+async def shoot(out: Path, scheme: str) -> int:
+    from playwright.async_api import async_playwright  # noqa: PLC0415 - a test extra
+
+    out.mkdir(parents=True, exist_ok=True)
+    children = Children()
+    site = DashboardSite()
+    try:
+        proc = site.start(children)
+        async with aiohttp.ClientSession() as session:
+            await wait_http(session, site.api + "/data/pi.json", procs=(proc,), log=site.log)
+
+            async def heartbeat_published() -> bool:
+                async with session.get(site.api + "/data/host.json") as response:
+                    return (await response.json()).get("last_heartbeat") is not None
+
+            await wait_for("a heartbeat in host.json", heartbeat_published, procs=(proc,),
+                           log=site.log)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                       args=CHROMIUM_ARGS)
+            try:
+                for width, name in SHOTS.items():
+                    context = await browser.new_context(
+                        viewport={"width": width, "height": 800}, color_scheme=scheme,
+                        locale="en-GB")
+                    page = await context.new_page()
+                    await page.goto(site.api + "/")
+                    await page.wait_for_selector("html[data-rendered=complete]",
+                                                 timeout=RENDER_TIMEOUT_MS)
+                    await page.wait_for_timeout(300)
+                    path = out / name
+                    path.write_bytes(await page.screenshot(full_page=True))
+                    print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+                    await context.close()
+            finally:
+                await browser.close()
+    finally:
+        children.stop_all()
+        site.remove()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
