@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,11 +68,36 @@ class HandshakeClient:
             if self.key is None:
                 raise ValueError("a signed request needs the handshake key")
             hdrs["Authorization"] = sign(self.key, method, self._prefix + path, data, hdrs)
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        return await self._send(method, path, data, hdrs,
+                                aiohttp.ClientTimeout(total=self.timeout_s))
+
+    async def stream(self, method: str, path: str, body: AsyncIterable[bytes] | bytes, *,
+                     content_sha256: str, content_length: int,
+                     read_timeout_s: float | None = None) -> Any:
+        """Send a streamed body under a signature that covers its ``X-Content-SHA256``.
+
+        The body itself is not signed (``sha256(b"")`` stands in for its hash, see
+        ``handshake.http.verify_headers_only``): the receiver checks the signature before
+        reading and the body against ``content_sha256`` after. No total timeout (a large
+        body takes what it takes); ``read_timeout_s`` (default: this client's timeout)
+        bounds the wait for the answer once the body is sent.
+        """
+        if self.key is None:
+            raise ValueError("a signed request needs the handshake key")
+        hdrs = {"X-Content-SHA256": content_sha256, "Content-Length": str(content_length),
+                "Content-Type": "application/octet-stream"}
+        hdrs["Authorization"] = sign(self.key, method, self._prefix + path, b"",
+                                     {"x-content-sha256": content_sha256})
+        return await self._send(method, path, body, hdrs, aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout_s, sock_read=read_timeout_s or self.timeout_s))
+
+    async def _send(self, method: str, path: str, data: Any, hdrs: dict[str, str],
+                    client_timeout: aiohttp.ClientTimeout) -> Any:
         try:
             async with self._get_session().request(method, URL(self.base_url + path, encoded=True),
                                                    data=data,
-                                                   headers=hdrs, timeout=timeout) as resp:
+                                                   headers=hdrs,
+                                                   timeout=client_timeout) as resp:
                 text = await resp.read()
                 try:
                     answer = json.loads(text) if text else None

@@ -97,6 +97,28 @@ async def verify_request(request: web.Request) -> None:
     request[SIGNED_KEY] = True
 
 
+# A streamed body is not part of the signature; this header (which is) names its SHA-256.
+CONTENT_SHA256 = "X-Content-SHA256"
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+async def verify_headers_only(request: web.Request) -> str:
+    """Check a streamed request's signature before its body is read; return its content hash.
+
+    The signer signs ``sha256(b"")`` as the body hash plus the ``X-Content-SHA256`` header
+    (covered by the signature), so the receiver can refuse a bad request before reading a
+    byte of a large body, then must compare the body it read with the returned hash.
+    """
+    content_sha256 = request.headers.get(CONTENT_SHA256, "").strip().lower()
+    if len(content_sha256) != 64 or not _SHA256_HEX.issuperset(content_sha256):
+        raise ValidationError("expected 64 hex digits (the SHA-256 of the body)", CONTENT_SHA256)
+    request.app[VERIFIER_KEY].verify(request.headers.get("Authorization"), request.method,
+                                     request.rel_url.raw_path_qs, b"",
+                                     {"x-content-sha256": request.headers[CONTENT_SHA256]})
+    request[SIGNED_KEY] = True
+    return content_sha256
+
+
 def signed(handler: Handler) -> Handler:
     """Decorator: the route requires a valid signature."""
 

@@ -1,0 +1,95 @@
+"""Small files many to a request: ``POST /api/v1/inbox`` (framing: ``host.inbox.batch``).
+
+One request, one worker-thread call to read them and one to delete what the host
+confirmed, instead of one of each per file: for thousands of small files the per-file
+exchange, not the bytes, is what takes the time. Each file still counts on its own: the
+host answers per file, and the Pi deletes exactly the files confirmed with their hash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from handshake.client import HandshakeClient
+from handshake.errors import RequestError
+from pi.inbox import upload
+from pi.inbox.tracker import Identity
+
+# Files per request (the host takes up to 256): one flush of its disk for all of them.
+BATCH_FILES = 128
+# Below the host's default body limit ([host] max_body_bytes = 4 MiB) with room to spare.
+BATCH_BYTES = 2 * 1024 * 1024
+PATH = "/api/v1/inbox"
+CONTENT_TYPE = "application/x-edgepair-inbox-batch"
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A small file as read for sending: what it was, its bytes, their hash."""
+
+    rel: str
+    identity: Identity
+    data: bytes
+    sha256: str
+
+
+def read(root: Path, files: list[tuple[str, bool]]) -> list[Read | Exception]:
+    """Read ``(rel, need_proof)`` files (blocking); per file a Read or why not."""
+    out: list[Read | Exception] = []
+    for rel, need_proof in files:
+        try:
+            fd, identity, small = upload.open_file(root / rel, True, need_proof)
+            os.close(fd)
+            if small is None:
+                raise upload.FileChanged(f"{rel}: grew past {upload.SMALL_FILE_BYTES} bytes")
+            out.append(Read(rel, identity, *small))
+        except (upload.FileChanged, OSError) as exc:
+            out.append(exc)
+    return out
+
+
+def body(reads: list[Read]) -> bytes:
+    """Per file one JSON line (path percent-encoded, bytes, sha256), then its bytes."""
+    pieces = []
+    for r in reads:
+        header = {"path": quote(os.fsencode(r.rel), safe="/"), "bytes": len(r.data),
+                  "sha256": r.sha256}
+        pieces += [json.dumps(header).encode(), b"\n", r.data]
+    return b"".join(pieces)
+
+
+async def send(client: HandshakeClient, reads: list[Read]) -> list[dict[str, Any]]:
+    """POST the batch; the host's outcome per file, in order (RequestError for the batch)."""
+    answer = await client.request("POST", PATH, raw=body(reads),
+                                  headers={"Content-Type": CONTENT_TYPE})
+    files = answer.get("files") if isinstance(answer, dict) else None
+    if not isinstance(files, list) or len(files) != len(reads) \
+            or not all(isinstance(f, dict) for f in files):
+        raise RequestError(502, "bad_answer", f"the host answered a batch of {len(reads)} "
+                           f"files with {answer!r:.200}")
+    return files
+
+
+def outcome(r: Read, result: dict[str, Any]) -> upload.Sent | RequestError:
+    """The host's word on one file: stored with our hash (Sent, not deleted yet) or not."""
+    status = result.get("status")
+    if status in (200, 201) and result.get("sha256") == r.sha256:
+        return upload.Sent(str(result.get("stored_as", r.rel)), bool(result.get("duplicate")),
+                           deleted=False)
+    error = result.get("error")
+    error = error if isinstance(error, dict) else {}
+    if status in (200, 201):
+        return RequestError(502, "bad_answer", f"{r.rel}: the host confirmed another hash")
+    return RequestError(status if isinstance(status, int) else 502,
+                        str(error.get("code", "error")), str(error.get("message", result)))
+
+
+def delete(root: Path, reads: list[Read]) -> list[bool]:
+    """Delete each confirmed file that is still what was sent (blocking); which went."""
+    return [upload.delete_if_unchanged(root / r.rel, r.identity)
+            for r in reads]

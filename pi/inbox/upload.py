@@ -1,0 +1,230 @@
+"""Send one inbox file to the host and delete it only once the host has it, verified.
+
+``PUT /api/v1/inbox/{percent-encoded path}`` with ``X-Content-SHA256``: the body is
+streamed, so the signature signs ``sha256(b"")`` as the body hash and covers the
+``X-Content-SHA256`` header (``HandshakeClient.stream``); the host checks the signature
+before reading and the bytes against the header after writing them, fsynced.
+
+The file is opened once: its hash is taken from that descriptor (or was taken ahead for
+that same size, mtime and inode), the body streamed from it, and before deleting, the path
+must still name the same inode with the same size and mtime. A file that changed on the
+way is never deleted (the host refuses a body that does not match the announced hash, and
+a later version settles and goes again). Small files usually go many to a request
+(``batch``); they are read through ``open_file`` and deleted by ``delete_if_unchanged``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import hashlib
+import os
+import stat
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from handshake.client import HandshakeClient
+from handshake.errors import RequestError, TemporaryError
+from handshake.timeutil import iso
+from pi.inbox.tracker import Identity
+
+# Read and send in pieces this big: few thread hops, a few MB of memory at most.
+CHUNK_BYTES = 1024 * 1024
+# Files up to this size are read, hashed and sent in one piece.
+SMALL_FILE_BYTES = 256 * 1024
+# No piece accepted by the host for this long: it fell asleep or the network is gone
+# (TCP alone would wait for minutes).
+STALL_S = 30.0
+# The host fsyncs the whole file before it answers; a slow disk takes a while for a large one.
+ANSWER_S = 120.0
+PATH_PREFIX = "/api/v1/inbox/"
+
+
+class FileChanged(TemporaryError):
+    """The file changed while it was being sent: it settles again and goes later."""
+
+
+class StillOpen(FileChanged):
+    """Someone still has the file open for writing (a read lease was refused)."""
+
+
+@dataclass(slots=True)
+class Progress:
+    """One file in flight, as inbox.json shows it."""
+
+    path: str
+    bytes: int
+    started_at: float
+    sent_bytes: int = 0
+    shrank: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "bytes": self.bytes, "sent_bytes": self.sent_bytes,
+                "started_at": iso(self.started_at)}
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The host has the file: where it stored it, and whether the Pi's copy is gone."""
+
+    stored_as: str
+    duplicate: bool
+    deleted: bool
+
+
+def url_path(rel: str) -> str:
+    """The request path for ``rel`` (raw bytes percent-encoded, ``/`` kept)."""
+    return PATH_PREFIX + quote(os.fsencode(rel), safe="/")
+
+
+async def send(client: HandshakeClient, root: Path, rel: str, progress: Progress, *,
+               known: tuple[Identity, str] | None = None, need_proof: bool = False,
+               stall_s: float = STALL_S, answer_s: float = ANSWER_S) -> Sent:
+    """Send ``root/rel``; Sent, or FileChanged, RequestError, PeerUnavailable, OSError.
+
+    ``known``: its SHA-256 hashed ahead, used when the file is still that identity.
+    ``need_proof``: seen written but not closed; only a lease may clear it (StillOpen).
+    """
+    fd, before, small = await asyncio.to_thread(open_file, root / rel, True, need_proof)
+    reads: list[asyncio.Future[bytes]] = []  # the body's read ahead, if any
+    try:
+        progress.bytes = before.size
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(stall_s) as deadline:
+            body: bytes | AsyncIterator[bytes]
+            if small is not None:
+                body, sha256 = small
+                deadline.reschedule(loop.time() + answer_s)
+                progress.sent_bytes = before.size
+            else:
+                if known is not None and known[0] == before:
+                    sha256 = known[1]
+                else:
+                    sha256 = await asyncio.to_thread(_hash, fd, before.size)
+                body = _chunks(fd, before.size, progress, deadline, reads, stall_s, answer_s)
+            try:
+                answer = await client.stream("PUT", url_path(rel), body, content_sha256=sha256,
+                                             content_length=before.size, read_timeout_s=answer_s)
+            except Exception as exc:
+                if progress.shrank or (isinstance(exc, RequestError) and exc.status == 422):
+                    raise FileChanged(f"{rel}: changed while being sent") from exc
+                raise
+        if not isinstance(answer, dict) or answer.get("sha256") != sha256:
+            raise RequestError(502, "bad_answer", f"{rel}: the host confirmed another hash "
+                               f"({answer!r}); the file stays on the Pi")
+        deleted = await asyncio.to_thread(delete_if_unchanged, root / rel, before)
+        return Sent(str(answer.get("stored_as", rel)), bool(answer.get("duplicate")), deleted)
+    finally:
+        if reads and not reads[-1].done():
+            await asyncio.wait(reads)  # no worker thread may read fd once it is closed
+        for read in reads:
+            if not read.cancelled():
+                read.exception()  # retrieved: what failed was raised, or no longer matters
+        os.close(fd)
+
+
+def open_file(path: Path, small: bool = True,
+          need_proof: bool = False) -> tuple[int, Identity, tuple[bytes, str] | None]:
+    """The descriptor, what it is, and for a small file already its bytes and hash."""
+    # O_NONBLOCK: a FIFO put in the share must not hang the open; O_NOFOLLOW: no links.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileChanged(f"{path}: no longer a regular file")
+        writer = writer_present(fd)
+        if writer or (writer is None and need_proof):
+            raise StillOpen(f"{path}: still open for writing" if writer else
+                            f"{path}: not seen closed yet (and no lease to ask)")
+        if st.st_size > SMALL_FILE_BYTES or not small:
+            return fd, Identity.of(st), None
+        data = os.pread(fd, st.st_size, 0)
+        if len(data) != st.st_size:
+            raise FileChanged(f"{path}: shrank while being read")
+        return fd, Identity.of(st), (data, hashlib.sha256(data).hexdigest())
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def digest(path: Path, identity: Identity, cancel: threading.Event) -> str | None:
+    """SHA-256 of ``path`` if it is ``identity`` before and after; None if it changed."""
+    fd, before, _ = open_file(path, small=False)
+    try:
+        if before != identity:
+            return None
+        sha256 = _hash(fd, before.size, cancel)
+        return sha256 if Identity.of(os.fstat(fd)) == identity else None
+    finally:
+        os.close(fd)
+
+
+def _hash(fd: int, size: int, cancel: threading.Event | None = None) -> str:
+    hasher = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        if cancel is not None and cancel.is_set():
+            raise FileChanged("hashing cancelled")
+        chunk = os.pread(fd, min(CHUNK_BYTES, size - offset), offset)
+        if not chunk:
+            raise FileChanged("shrank while being hashed")
+        hasher.update(chunk)
+        offset += len(chunk)
+    return hasher.hexdigest()
+
+
+async def _chunks(fd: int, size: int, progress: Progress, deadline: asyncio.Timeout,
+                  reads: list[asyncio.Future[bytes]], stall_s: float,
+                  answer_s: float) -> AsyncIterator[bytes]:
+    """The body, read ahead by one piece; each piece taken by the host renews the deadline.
+
+    Each read ahead is appended to ``reads``, so the caller can wait for the last one
+    before closing ``fd`` however the request ends.
+    """
+    loop = asyncio.get_running_loop()
+    offset = 0
+    reads.append(asyncio.ensure_future(asyncio.to_thread(os.pread, fd, CHUNK_BYTES, 0)))
+    while offset < size:
+        chunk = await reads[-1]
+        if not chunk:
+            progress.shrank = True
+            raise FileChanged("shrank while being sent")
+        offset += len(chunk)
+        if offset < size:
+            reads[-1:] = [asyncio.ensure_future(asyncio.to_thread(
+                os.pread, fd, min(CHUNK_BYTES, size - offset), offset))]
+        yield chunk
+        progress.sent_bytes = offset
+        deadline.reschedule(loop.time() + stall_s)
+    deadline.reschedule(loop.time() + answer_s)
+
+
+def writer_present(fd: int) -> bool | None:
+    """Whether any process has the file open for writing; None when Linux won't say.
+
+    A read lease is refused (EAGAIN) while a writer has the file open: the one sure sign
+    that survives lost inotify events and restarts. Leases need the file's owner (the
+    Samba share forces user edgepair) or CAP_LEASE; otherwise EACCES and events decide.
+    """
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return True if exc.errno == errno.EAGAIN else None
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return False
+
+
+def delete_if_unchanged(path: Path, before: Identity) -> bool:
+    """Unlink ``path`` if it is still the file that was sent; False when it changed."""
+    try:
+        now = Identity.of(os.lstat(path))
+    except FileNotFoundError:
+        return False
+    if now != before:
+        return False
+    os.unlink(path)
+    return True
