@@ -130,18 +130,19 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler,
 async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = None,
               on_tick: Callable[[], object] | None = None, tick_s: float | None = None,
               stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop`` is set).
+    """Serve until SIGTERM/SIGINT, or, when the caller passes ``stop``, until it is set.
 
-    ``on_ready`` runs once the socket listens (sd_notify READY=1); ``on_tick`` every
+    A caller that passes ``stop`` owns the process's signals (the demo runs the agent
+    inside its own process): ``run`` then installs no handlers. ``on_ready`` runs once the socket listens (sd_notify READY=1); ``on_tick`` every
     ``tick_s`` (default TICK_S) from the serving loop, so it stops if the loop hangs (watchdog).
     """
     app = build_app(config)
+    signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     # Quiet journal: the Pi polls /health every few seconds, so no access log.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
-    signals = (signal.SIGTERM, signal.SIGINT)
     try:
         host, port = config.host.listen
         try:

@@ -163,6 +163,8 @@ async def test_run_stops_on_event_and_reports_a_busy_port(tmp_path: Path) -> Non
                                          stop=stop))
     async with asyncio.timeout(5):
         await ready.wait()
+        # The caller owns the lifecycle (the demo runs the agent in its own process).
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
         with pytest.raises(FatalError, match=f"cannot listen on 127.0.0.1:{port}"):
             await agent.run(host_config(tmp_path, port))
         stop.set()

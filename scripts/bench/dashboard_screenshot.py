@@ -4,8 +4,10 @@
 The real Pi api daemon serves ``frontend-dist`` with the fixture files of
 ``tests/fixtures/dashboard`` (the host asleep, three plugs, an inbox, Pi-hole, energy
 control); Debian's Chromium, headless via Playwright, renders it at 1280 px and at 360 px.
+With ``--url`` it photographs a dashboard that is already running instead (e.g. the one
+``scripts/demo`` serves at http://127.0.0.1:8770/) into ``dashboard-demo.png``.
 
-    .venv/bin/python scripts/bench/dashboard_screenshot.py [--out DIR] [--dark]
+    .venv/bin/python scripts/bench/dashboard_screenshot.py [--out DIR] [--dark] [--url URL]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dashboard_site import CHROMIUM, CHROMIUM_ARGS, DashboardSite
 OUT = ROOT / "scripts" / "screenshots"
 # Viewport width → file name; each shot is the full page.
 SHOTS = {1280: "dashboard.png", 360: "dashboard-360.png"}
+URL_SHOTS = {1280: "dashboard-demo.png"}
 # Long enough for the page to be complete and the fonts settled.
 RENDER_TIMEOUT_MS = 15_000
 
@@ -29,14 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT, help=f"directory (default {OUT})")
     parser.add_argument("--dark", action="store_true", help="the dark colour scheme")
+    parser.add_argument("--url", default=None,
+                        help="photograph this running dashboard (loopback only) instead")
     args = parser.parse_args(argv)
-    return run(lambda: shoot(args.out, "dark" if args.dark else "light"))
+    scheme = "dark" if args.dark else "light"
+    if args.url is not None:
+        if not args.url.startswith(("http://127.", "http://localhost", "http://[::1]")):
+            parser.error("--url must be a loopback address")
+        return run(lambda: photograph(args.url, URL_SHOTS, args.out, scheme))
+    return run(lambda: shoot(args.out, scheme))
 
 
 async def shoot(out: Path, scheme: str) -> int:
-    from playwright.async_api import async_playwright  # noqa: PLC0415 - a test extra
-
-    out.mkdir(parents=True, exist_ok=True)
     children = Children()
     site = DashboardSite()
     try:
@@ -50,28 +57,37 @@ async def shoot(out: Path, scheme: str) -> int:
 
             await wait_for("a heartbeat in host.json", heartbeat_published, procs=(proc,),
                            log=site.log)
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                       args=CHROMIUM_ARGS)
-            try:
-                for width, name in SHOTS.items():
-                    context = await browser.new_context(
-                        viewport={"width": width, "height": 800}, color_scheme=scheme,
-                        locale="en-GB")
-                    page = await context.new_page()
-                    await page.goto(site.api + "/")
-                    await page.wait_for_selector("html[data-rendered=complete]",
-                                                 timeout=RENDER_TIMEOUT_MS)
-                    await page.wait_for_timeout(300)
-                    path = out / name
-                    path.write_bytes(await page.screenshot(full_page=True))
-                    print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-                    await context.close()
-            finally:
-                await browser.close()
+        await photograph(site.api + "/", SHOTS, out, scheme)
     finally:
         children.stop_all()
         site.remove()
+    return 0
+
+
+async def photograph(url: str, shots: dict[int, str], out: Path, scheme: str) -> int:
+    """Full-page screenshots of ``url`` once it has rendered completely, one per width."""
+    from playwright.async_api import async_playwright  # noqa: PLC0415 - a test extra
+
+    out.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                   args=CHROMIUM_ARGS)
+        try:
+            for width, name in shots.items():
+                context = await browser.new_context(
+                    viewport={"width": width, "height": 800}, color_scheme=scheme,
+                    locale="en-GB")
+                page = await context.new_page()
+                await page.goto(url)
+                await page.wait_for_selector("html[data-rendered=complete]",
+                                             timeout=RENDER_TIMEOUT_MS)
+                await page.wait_for_timeout(300)
+                path = out / name
+                path.write_bytes(await page.screenshot(full_page=True))
+                print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+                await context.close()
+        finally:
+            await browser.close()
     return 0
 
 

@@ -1,0 +1,64 @@
+"""``edgepair demo`` end to end, as a newcomer runs it: wake, DNS flip, inbox, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from pi import demo
+from tests.e2e import resolve, spawn, stop, wait_http, wait_state
+from tests.helpers import free_port
+
+# Spawning the demo imports every daemon (kasa, pymodbus, aiohttp) before it listens.
+START_TIMEOUT_S = 30.0
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} not seen in {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+async def test_demo_wakes_the_host_flips_dns_delivers_the_inbox_and_stops(tmp_path: Path) -> None:
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    log = tmp_path / "demo.log"
+    proc = spawn("demo", "--dir", str(tmp_path / "demo"), "--port", str(port), log=log)
+    try:
+        await wait_http(api + "/api/v1/health", timeout=START_TIMEOUT_S)
+        await _wait_for(lambda: "edgepair demo is running" in log.read_text(), START_TIMEOUT_S,
+                        "the banner")
+        assert await resolve("nas.home.arpa", demo.DNS_PORT) == demo.PI_ADDRESS
+        (tmp_path / "demo" / "inbox" / "report.txt").write_text("quarterly figures\n")
+
+        async with aiohttp.ClientSession() as session, \
+                session.post(api + "/api/v1/wake") as resp:
+            assert resp.status == 202  # accepted: the packet is sent, the boot is to come
+            assert (await resp.json())["sent"] is True
+        await wait_state(api, "online", timeout=demo.BOOT_S + 10)
+        assert await resolve("nas.home.arpa", demo.DNS_PORT) == demo.HOST_ADDRESS
+
+        delivered = tmp_path / "demo" / "host-inbox" / "report.txt"
+        await _wait_for(delivered.exists, 15, "the inbox file on the host")
+        assert delivered.read_text() == "quarterly figures\n"
+        await _wait_for(lambda: not (tmp_path / "demo" / "inbox" / "report.txt").exists(), 5,
+                        "the Pi's copy removed")
+
+        public = tmp_path / "demo" / "pi-state" / "public"
+        await _wait_for((public / "power.json").exists, 15, "power.json")
+        power = json.loads((public / "power.json").read_text())
+        assert {plug["name"] for plug in power["plugs"]} == {"nas", "fridge"}
+        control = json.loads((public / "control.json").read_text())
+        assert control["mode"] in {"following", "safe"}
+    finally:
+        rc = stop(proc, signal.SIGTERM)
+    # SIGTERM stops the whole demo (not only the simulated host's agent), cleanly.
+    assert rc == 0, log.read_text()[-3000:]
