@@ -133,8 +133,9 @@ async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = Non
     """Serve until SIGTERM/SIGINT, or, when the caller passes ``stop``, until it is set.
 
     A caller that passes ``stop`` owns the process's signals (the demo runs the agent
-    inside its own process): ``run`` then installs no handlers. ``on_ready`` runs once the socket listens (sd_notify READY=1); ``on_tick`` every
-    ``tick_s`` (default TICK_S) from the serving loop, so it stops if the loop hangs (watchdog).
+    inside its own process): ``run`` then installs no handlers. ``on_ready`` runs once
+    the socket listens (sd_notify READY=1); ``on_tick`` every ``tick_s`` (default
+    TICK_S) from the serving loop, so it stops if the loop hangs (watchdog).
     """
     app = build_app(config)
     signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
