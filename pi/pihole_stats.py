@@ -9,7 +9,6 @@ API seats. A failure is written into ``pihole.json`` (``"ok": false``) and logge
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from handshake import atomic
 from handshake.configfile import Section, is_url
-from handshake.errors import TemporaryError
 from handshake.quietlog import QuietLogger
 from handshake.timeutil import iso
+from pi.pihole_api import REQUEST_TIMEOUT_S, PiholeError, PiholeSession, PiholeUnavailable
 
 if TYPE_CHECKING:  # check-config imports this module for parse(): keep aiohttp out of it
     import aiohttp
@@ -32,10 +31,6 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "edgepair.pihole/1"
 FILE = "pihole.json"
-# FTL answers in milliseconds, usually on this very Pi.
-REQUEST_TIMEOUT_S = 5.0
-# Logging out happens on the way to exit: don't hold a shutdown up for long.
-LOGOUT_TIMEOUT_S = 2.0
 # After failures, ask less often (interval × 2^n) but at least this often, so a fixed
 # Pi-hole shows up within minutes without a restart.
 MAX_BACKOFF_S = 300.0
@@ -58,90 +53,24 @@ def parse(section: Section, file: Path) -> PiholeStatsConfig:
     return config
 
 
-class PiholeError(TemporaryError):
-    """Pi-hole could not be read; the message is what the dashboard shows."""
-
-
 class PiholeStats:
-    """One Pi-hole API session; ``summary()`` reads the stats, logging in as needed."""
+    """``summary()`` reads the stats over one Pi-hole API session, logging in as needed."""
 
     def __init__(self, url: str, password: str | None, session: aiohttp.ClientSession,
                  timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.url = url.rstrip("/")
-        self._password = password
-        self._session = session
-        self._timeout_s = timeout_s
-        self._sid: str | None = None  # None also when Pi-hole has no password
-        self._logged_in = False
-        self.logins = 0
+        self._api = PiholeSession(url, password, session=session, timeout_s=timeout_s)
 
     async def summary(self) -> dict[str, Any]:
-        """``/api/stats/summary``; an expired session (401) logs in again once."""
-        for attempt in range(2):
-            if not self._logged_in and self._password is not None:
-                await self._login()
-            headers = {"X-FTL-SID": self._sid} if self._sid else {}
-            status, answer = await self._call("GET", "/api/stats/summary", None, headers)
-            if status == 401 and attempt == 0 and self._password is not None:
-                log.debug("Pi-hole session expired; logging in again")
-                self._sid, self._logged_in = None, False
-                continue
-            if status == 401:
-                raise PiholeError("Pi-hole asks for a password: set pihole_password in the "
-                                  "secrets file" if self._password is None else
-                                  "Pi-hole rejected a fresh session (401)")
-            if status != 200 or not isinstance(answer, dict):
-                raise PiholeError(f"Pi-hole answered {_said(status, answer)} for the summary")
-            return answer
-        raise AssertionError("unreachable")  # pragma: no cover
+        """``/api/stats/summary``; PiholeError says why it could not be read."""
+        answer = await self._api.request("GET", "/api/stats/summary")
+        if not isinstance(answer, dict):
+            raise PiholeUnavailable(f"Pi-hole at {self.url} sent no summary: {answer!r:.200}")
+        return answer
 
     async def close(self) -> None:
         """Log out, freeing the API seat; never raises."""
-        import aiohttp  # noqa: PLC0415 - see TYPE_CHECKING above
-
-        sid, self._sid, self._logged_in = self._sid, None, False
-        if sid is None:
-            return
-        try:
-            async with (asyncio.timeout(LOGOUT_TIMEOUT_S),
-                        self._session.delete(f"{self.url}/api/auth",
-                                             headers={"X-FTL-SID": sid}) as response):
-                log.debug("logged out of Pi-hole: HTTP %d", response.status)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.debug("could not log out of Pi-hole: %s", exc)
-
-    async def _login(self) -> None:
-        status, answer = await self._call("POST", "/api/auth", {"password": self._password}, {})
-        session = answer.get("session") if isinstance(answer, dict) else None
-        if status == 200 and isinstance(session, dict) and session.get("valid") is True:
-            sid = session.get("sid")
-            self._sid = sid if isinstance(sid, str) and sid else None  # None: no password set
-            self._logged_in = True
-            self.logins += 1
-            log.log(logging.INFO if self.logins == 1 else logging.DEBUG,
-                    "logged in to Pi-hole at %s for stats", self.url)
-            return
-        if status in (200, 401):
-            raise PiholeError("Pi-hole rejected the password (pihole_password in the secrets file)")
-        raise PiholeError(f"Pi-hole refused the login: {_said(status, answer)}")
-
-    async def _call(self, method: str, path: str, body: object,
-                    headers: dict[str, str]) -> tuple[int, Any]:
-        import aiohttp  # noqa: PLC0415 - see TYPE_CHECKING above
-
-        try:
-            async with (asyncio.timeout(self._timeout_s),
-                        self._session.request(method, self.url + path, json=body,
-                                              headers=headers) as response):
-                try:
-                    return response.status, json.loads(await response.read())
-                except ValueError:
-                    return response.status, None
-        except TimeoutError as exc:
-            raise PiholeError(f"Pi-hole at {self.url} did not answer within "
-                              f"{self._timeout_s:g} s") from exc
-        except aiohttp.ClientError as exc:
-            raise PiholeError(f"Pi-hole at {self.url} unreachable: {exc}") from exc
+        await self._api.close()
 
 
 def document(summary: dict[str, Any] | None, error: str | None, now: float,
@@ -219,11 +148,3 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return value
-
-
-def _said(status: int, answer: Any) -> str:
-    error = answer.get("error") if isinstance(answer, dict) else None
-    if isinstance(error, dict):
-        detail = "; ".join(str(error[k]) for k in ("key", "message", "hint") if error.get(k))
-        return f"HTTP {status} ({detail})"
-    return f"HTTP {status}"

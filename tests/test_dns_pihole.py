@@ -103,7 +103,7 @@ async def test_expired_session_logs_in_again_once(fake: FakePihole, backend: Pih
                                                   caplog: pytest.LogCaptureFixture) -> None:
     await backend.set_address("192.168.1.10")
     fake.expire_sessions()
-    with caplog.at_level(logging.DEBUG, logger="pi.dns.pihole"):
+    with caplog.at_level(logging.DEBUG, logger="pi.pihole_api"):  # the shared session
         await backend.set_address("192.168.1.20")
     assert fake.logins == 2
     relogin = [r for r in caplog.records if "logged in" in r.getMessage()]

@@ -103,7 +103,7 @@ async def test_refusals_are_clear(fake: FakePihole, url: str,
     with pytest.raises(PiholeError, match="asks for a password: set pihole_password"):
         await PiholeStats(url, None, session).summary()
     fake.max_sessions = 0
-    with pytest.raises(PiholeError, match=r"HTTP 429 \(api_seats_exceeded"):
+    with pytest.raises(PiholeError, match=r"no free API sessions.*HTTP 429 api_seats_exceeded"):
         await PiholeStats(url, PASSWORD, session).summary()
     with pytest.raises(PiholeError, match="unreachable"):
         await PiholeStats(f"http://127.0.0.1:{free_port()}", PASSWORD, session).summary()
@@ -147,7 +147,9 @@ async def test_run_records_errors_quietly_and_logs_out(
         fake.expire_sessions()
         await _until(lambda: _read(path).get("ok") is False)
         doc = _read(path)
-        assert doc["error"] == "Pi-hole rejected the password (pihole_password in the secrets file)"
+        assert doc["error"] == (f"Pi-hole rejected the password (pihole_password in the secrets "
+                                f"file) at {url}: use the admin password or an app password "
+                                f"from Settings → Web interface / API")
         assert doc["queries"] is None  # nothing old shown as current
         await _until(lambda: fake.requests.count(("POST", "/api/auth", 401)) >= 3)
         fake.password = PASSWORD
