@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import cast
 
-from handshake.errors import ConfigError, EdgepairError
+from handshake.cliexit import EXIT_FAILED, EXIT_OK, EXIT_USAGE, report
+from handshake.errors import EdgepairError
 from handshake.messages import REASONS, Reason
 from handshake.optional import optional_module
 from handshake.sdnotify import Notifier, Watchdog
@@ -24,7 +25,6 @@ from host.notify import notify, shutdown_reason
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
@@ -45,13 +45,8 @@ def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
         if args.command == "run":
             return _run(config, on_ready, on_tick)
         return _notify(config, args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"edgepair: {problem}", file=sys.stderr)
-        return EXIT_USAGE
     except EdgepairError as exc:
-        print(f"edgepair: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return report(exc)
 
 
 def _run(config: host_config.HostConfig, on_ready: Callable[[], object] | None,

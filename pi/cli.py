@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from handshake.errors import ConfigError, EdgepairError, PeerUnavailable, RequestError
+from handshake.cliexit import report
+from handshake.errors import ConfigError, EdgepairError
 
 log = logging.getLogger("edgepair")
 
@@ -35,16 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     _logging(args.log_level)
     try:
         result: int = args.func(args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"edgepair: {problem}", file=sys.stderr)
-        return 2
-    except (PeerUnavailable, RequestError) as exc:
-        print(f"edgepair: {exc}", file=sys.stderr)
-        return 1
     except EdgepairError as exc:
-        print(f"edgepair: {exc}", file=sys.stderr)
-        return 1
+        return report(exc)
     except KeyboardInterrupt:
         return 130
     return result

@@ -17,6 +17,7 @@ from typing import Any
 
 from handshake import atomic
 from handshake.client import HandshakeClient
+from handshake.cliexit import EXIT_OK, report
 from handshake.errors import ConfigError, EdgepairError, PeerUnavailable, RequestError
 from handshake.timeutil import iso, parse_iso, utcnow
 from host import config as host_config
@@ -31,7 +32,6 @@ SCHEMA = "edgepair.plan/1"
 STATE_FILE = "planner.json"
 # The Pi's read-back is trusted as the start SoC only while it is this fresh.
 SOC_MAX_AGE_S = 600.0
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +54,8 @@ def main(argv: list[str]) -> int:
         if planner is None:
             raise ConfigError([f"{args.config}: [planner]: section missing"])
         return asyncio.run(_run(config, planner, args))
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"edgepair: {problem}", file=sys.stderr)
-        return EXIT_USAGE
     except (EdgepairError, ValueError) as exc:
-        print(f"edgepair: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return report(exc)
 
 
 async def _run(config: host_config.HostConfig, planner: PlannerConfig,

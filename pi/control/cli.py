@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from handshake import atomic
+from handshake.cliexit import EXIT_FAILED, EXIT_OK, report
 from handshake.errors import ConfigError, EdgepairError
 from handshake.timeutil import iso, utcnow
 from pi.control import profile as profiles
 from pi.control.config import ControlConfig
 from pi.control.daemon import BASELINE_FILE, BASELINE_SCHEMA, make_devices
 from pi.control.executor import control_registers
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: list[str]) -> int:
@@ -37,13 +36,8 @@ def main(argv: list[str]) -> int:
         if control is None:
             raise ConfigError([f"{args.config}: [control]: section missing"])
         return commission(control, config.private_dir, config.public_dir, force=args.force)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"edgepair: {problem}", file=sys.stderr)
-        return EXIT_USAGE
     except EdgepairError as exc:
-        print(f"edgepair: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return report(exc)
 
 
 def commission(control: ControlConfig, private: Path, public: Path, *, force: bool) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from handshake.cliexit import report
 from handshake.errors import ConfigError
 from handshake.timeutil import iso, parse_iso
 from pi.power.config import PowerConfig
@@ -27,9 +28,7 @@ def main(argv: list[str]) -> int:
     try:
         return export(args, sys.stdout)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"edgepair: {problem}", file=sys.stderr)
-        return 2
+        return report(exc)
     except UsageError as exc:
         print(f"edgepair power export: {exc}", file=sys.stderr)
         return 2
