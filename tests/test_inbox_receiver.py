@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import errno
 import json
@@ -407,3 +408,34 @@ async def test_a_batch_on_a_full_disk_stores_nothing(tmp_path: Path, aiohttp_cli
         results = await post_batch(pi, frame("a.txt", b"1") + frame("b.txt", b"2"))
     assert [r["status"] for r in results] == [507, 507]
     assert inbox(tmp_path) == {}
+
+
+def test_a_large_upload_is_pushed_to_disk_in_windows_as_it_arrives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writeback starts per window (overlapping the network); at most two windows dirty."""
+    real = store._sync_file_range()
+    assert real is not None  # Linux: the host's platform
+    calls: list[tuple[int, int, int]] = []
+
+    def spy(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append((offset, length, flags))
+        result: int = real(fd, offset, length, flags)
+        assert result == 0, os.strerror(ctypes.get_errno())
+        return result
+
+    monkeypatch.setattr(store, "_sync_file_range", lambda: spy)
+    monkeypatch.setattr(store, "WRITEBACK_WINDOW_BYTES", 4 * 1024 * 1024)
+    mib = os.urandom(1024 * 1024)
+    upload = store.Upload(tmp_path / "inbox")
+    try:
+        for _ in range(13):
+            upload.write([mib])
+        start, finish = store._SFR_WRITE, (store._SFR_WAIT_BEFORE | store._SFR_WRITE
+                                           | store._SFR_WAIT_AFTER)
+        m = 1024 * 1024
+        assert calls == [(0, 4 * m, start),
+                         (4 * m, 4 * m, start), (0, 4 * m, finish),
+                         (8 * m, 4 * m, start), (4 * m, 4 * m, finish)]
+        upload.finish(sha256(mib * 13))  # the fsync makes the rest durable; the hash matches
+    finally:
+        upload.discard()
