@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from handshake.errors import ConfigError
+from handshake.errors import ConfigError, EdgepairError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -20,3 +20,22 @@ def report(exc: Exception, prefix: str = "edgepair") -> int:
         return EXIT_USAGE
     print(f"{prefix}: {exc}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def report_group(group: BaseExceptionGroup[BaseException]) -> int | None:
+    """Report every error of a TaskGroup that failed; None when one of them is not ours.
+
+    Daemons run side by side in a TaskGroup, so their errors come grouped: each is said
+    on its own line, and the worst exit code wins. Anything else is a bug: re-raise it.
+    """
+    errors = _leaves(group)
+    if not all(isinstance(exc, EdgepairError) for exc in errors):
+        return None
+    return max(report(exc) for exc in errors if isinstance(exc, EdgepairError))
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from handshake.cliexit import report
+from handshake.cliexit import report, report_group
 from handshake.errors import ConfigError, EdgepairError
 
 log = logging.getLogger("edgepair")
@@ -177,22 +177,11 @@ def run_until_signal(factory: Callable[[Callable[[], None], Callable[[str], None
         log.info("stopped")
         return 0
     except BaseExceptionGroup as group:  # from the daemons' TaskGroup
-        errors = _leaves(group)
-        if not all(isinstance(e, EdgepairError) for e in errors):
+        code = report_group(group)
+        if code is None:
             raise
-        for exc in errors:
-            if isinstance(exc, ConfigError):
-                raise exc from None
-            print(f"edgepair: {exc}", file=sys.stderr)
-        return 1
+        return code
     return 0
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
 
 
 # -- client commands ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from handshake.auth import keygen
 from handshake.client import HandshakeClient
+from handshake.cliexit import report_group
 from handshake.errors import EdgepairError
 from handshake.timeutil import utcnow
 from host import config as host_config
@@ -226,8 +228,17 @@ announces going-offline with a snapshot and sleeps again.
 
 def main(directory: Path | None, api_port: int) -> int:
     root = (directory or Path(tempfile.mkdtemp(prefix="edgepair-demo-"))).resolve()
-    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        asyncio.run(_run(root, api_port))
+    try:
+        with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+            asyncio.run(_run(root, api_port))
+    except BaseExceptionGroup as group:  # a daemon could not start (a port in use, …)
+        code = report_group(group)
+        if code is None:
+            raise
+        print(f"edgepair demo: it needs 127.0.0.1 ports {api_port}, {DNS_PORT} and {WOL_PORT} "
+              f"(udp), and {HOST_ADDRESS}:{HOST_PORT}: is another demo running?",
+              file=sys.stderr)
+        return code
     return 0
 
 

@@ -12,11 +12,27 @@ KEY_HEX = keygen()
 KEY = bytes.fromhex(KEY_HEX)
 
 
+# Ports handed out by free_port in this test process: the kernel may offer a port again
+# as soon as the probing socket is closed, and two roles must never share one.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port free now and not handed out before; a UDP one is free for TCP too
+    (the builtin DNS responder listens on both)."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            if kind == socket.SOCK_DGRAM:
+                try:
+                    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                        tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def write_secrets(path: Path, key_hex: str = KEY_HEX, mode: int = 0o600, extra: str = "") -> Path:

@@ -217,10 +217,12 @@ def test_values_from_the_files_appear_in_their_cards(tab: Tab, pi_site: PiSite) 
     assert tab.page.locator("#card-power svg.bars rect.missing").count() == 1
     # inbox, Pi-hole, energy control, Pi health
     assert t("#card-inbox [data-field=pending]") == "3 files, 48.2 MB (oldest 41 min ago)"
+    assert t("#card-inbox .headline") == "3 files, 48.2 MB (oldest 41 min ago) waiting for the host"
     assert t("#card-pihole [data-field=blocked]") == "10.5 %"
     assert t("#card-pihole [data-fact=clients] dd") == "9 active of 14"
     assert t("#card-pihole [data-fact=queries] dd") == "29,476 (3,081 blocked)"
     assert t("#card-control [data-field=mode]") == "following the plan"
+    assert t("#card-control .headline") == "following the plan"  # its slot is shown below
     assert t("#card-control [data-fact=writes] dd") == "14 of 200"
     assert t("#card-control [data-fact=readback] dd") == "battery 54 % · charging 2.48 kW · exporting 320.0 W"
     assert t("#card-pi [data-fact=hostname] dd") == os.uname().nodename

@@ -37,6 +37,17 @@ async def test_demo_wakes_the_host_flips_dns_delivers_the_inbox_and_stops(tmp_pa
         await _wait_for(lambda: "edgepair demo is running" in log.read_text(), START_TIMEOUT_S,
                         "the banner")
         assert await resolve("nas.home.arpa", demo.DNS_PORT) == demo.PI_ADDRESS
+
+        # A second demo finds the ports taken: one clear line and exit 1, no traceback.
+        second_log = tmp_path / "second.log"
+        second = spawn("demo", "--dir", str(tmp_path / "second"), "--port", str(free_port()),
+                       log=second_log)
+        assert await asyncio.to_thread(second.wait, START_TIMEOUT_S) == 1
+        said = second_log.read_text()
+        assert f"cannot listen for DNS on 127.0.0.1:{demo.DNS_PORT}" in said, said
+        assert "is another demo running?" in said
+        assert "Traceback" not in said
+
         (tmp_path / "demo" / "inbox" / "report.txt").write_text("quarterly figures\n")
 
         async with aiohttp.ClientSession() as session, \

@@ -127,7 +127,7 @@ export function renderInbox(body, doc, ctx) {
   const flushAt = parseTime(flush?.at);
   const errorAt = parseTime(error?.at);
   fill(body,
-    h("p", { class: "headline" }, h("span", { class: "big", "data-field": "pending" }, waiting), " waiting for the host"),
+    h("p", { class: "headline" }, h("span", { class: "big", "data-field": "pending" }, waiting), inboxWords(doc)),
     flights.length ? h("ul", { class: "flights" }, ...flights.map((f) => h("li", {},
       h("span", { class: "path" }, f.path), " ",
       h("progress", { max: f.bytes || 1, value: Math.min(f.sent_bytes || 0, f.bytes || 1), "aria-label": `sent of ${f.path}` }),
@@ -140,6 +140,14 @@ export function renderInbox(body, doc, ctx) {
       ["Wakes the host", wake.enabled ? h("span", {}, "when too much or too old waits",
         asked ? ["; last asked ", since(asked, ctx.now)] : null) : "no", "wake"],
     ]));
+}
+
+// What the pending files are doing: they wait while the host sleeps, and go once it is online.
+function inboxWords(doc) {
+  const pending = doc.pending ?? {};
+  if (!pending.files) return " waiting";
+  if (doc.host_state !== "online") return " waiting for the host";
+  return (pending.ready_files ?? 0) < pending.files ? " settling, then on to the host" : " on the way to the host";
 }
 
 export function renderPihole(body, doc, ctx) {
@@ -194,7 +202,9 @@ export function renderControl(body, doc, ctx) {
   const until = parseTime(plan?.valid_until);
   const loads = slot?.loads && typeof slot.loads === "object" ? Object.entries(slot.loads) : [];
   fill(body,
-    h("p", { class: "headline" }, pill(word, tone, { "data-field": "mode" }), doc.reason ? ` ${doc.reason}` : ""),
+    // Following needs no explanation (its slot is below); a safe state says why.
+    h("p", { class: "headline" }, pill(word, tone, { "data-field": "mode" }),
+      doc.mode !== "following" && (doc.detail || doc.reason) ? ` ${doc.detail || doc.reason}` : ""),
     facts([
       ["Plan", plan ? `${plan.id} #${plan.seq}, ${plan.status}${until ? `, ${until > ctx.now ? "valid for" : "expired"} ${duration(Math.abs(until - ctx.now) / 1000)}${until > ctx.now ? "" : " ago"}` : ""}` : "none", "plan"],
       ["Now", slot ? `${clock(parseTime(slot.start), ctx.now)}–${clock(parseTime(slot.end), ctx.now)}: battery ${BATTERY_MODE[slot.battery_mode] ?? slot.battery_mode}`
