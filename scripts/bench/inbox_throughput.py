@@ -52,6 +52,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from _common import free_port, memory  # noqa: E402
+
 from handshake import atomic  # noqa: E402
 from handshake.auth import keygen  # noqa: E402
 from pi.inbox.upload import SMALL_FILE_BYTES  # noqa: E402
@@ -246,12 +248,8 @@ min_free_bytes = 0
                 "inbox_s": round(inbox_s, 3), "waited_s": round(waited_s, 3)}
 
     def daemon_memory(self) -> dict[str, float]:
-        fields = {}
-        for line in Path(f"/proc/{self.daemon.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = round(int(value.split()[0]) * 1024 / 1e6, 1)
-        return {"rss_mb": fields["VmRSS"], "peak_rss_mb": fields["VmHWM"]}
+        mb = memory(self.daemon.pid)
+        return {"rss_mb": mb["rss_mb"], "peak_rss_mb": mb["hwm_mb"]}
 
     def close(self) -> None:
         for proc in self.procs:
@@ -325,13 +323,6 @@ def wait(check: Callable[[], bool], timeout: float, what: str,
         if time.monotonic() > end:
             sys.exit(f"{what}: not done within {timeout:g} s")
         time.sleep(every)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def port_open(port: int) -> bool:
