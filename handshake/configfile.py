@@ -30,6 +30,13 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: file not found"]) from None
     except PermissionError:
         raise ConfigError([f"{path}: permission denied"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a folder, expected a TOML file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (TOML files are UTF-8): byte "
+                           f"{exc.start}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
 

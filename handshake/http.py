@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +11,7 @@ from aiohttp import web
 
 from handshake.auth import Verifier
 from handshake.errors import AuthError, ValidationError
+from handshake.messages import loads
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     body = await read_body(request)
     if not body:
         return {}
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValidationError(f"malformed JSON: {exc}") from None
+    data = loads(body)
     if not isinstance(data, dict):
         raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
     return data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -14,6 +16,34 @@ REASONS: tuple[Reason, ...] = ("shutdown", "suspend", "reboot")
 WAKE_SOURCES = ("api", "button", "schedule", "host", "inbox", "dashboard", "cli")
 # A snapshot is informational metadata; bound it so a buggy host cannot fill the SD card.
 MAX_SNAPSHOT_KEYS = 1000
+# An uptime beyond a century is a broken peer, not a long-lived host.
+MAX_UPTIME_S = 100 * 365 * 86400
+
+
+def loads(raw: bytes | str) -> Any:
+    """JSON from a peer; ValidationError for anything a browser's JSON.parse would refuse.
+
+    Python's json accepts NaN and Infinity (and 1e999 becomes inf): stored in a public
+    file they would break the dashboard. Nesting deep enough to exhaust the recursion
+    limit is refused too, rather than surfacing as a 500.
+    """
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError("malformed JSON: nested too deeply") from None
+
+
+def _no_constant(name: str) -> float:
+    raise ValidationError(f"malformed JSON: {name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValidationError(f"malformed JSON: {text} is out of range")
+    return value
 
 
 def _only(data: dict[str, Any], allowed: set[str]) -> None:
@@ -31,7 +61,7 @@ def _opt_time(data: dict[str, Any], key: str) -> datetime | None:
         raise ValidationError(f"expected an ISO 8601 string or null, got {value!r}", key)
     try:
         return parse_iso(value)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: year 1 or 9999 across a zone
         raise ValidationError(f"expected an ISO 8601 timestamp with zone: {exc}", key) from None
 
 
@@ -116,6 +146,7 @@ class HostHealth:
             raise ValidationError(f"expected true or false, got {ok!r}", "ok")
         if boot_id is not None and not isinstance(boot_id, str):
             raise ValidationError(f"expected a string, got {boot_id!r}", "boot_id")
-        if uptime is not None and (not isinstance(uptime, int | float) or isinstance(uptime, bool)):
-            raise ValidationError(f"expected a number, got {uptime!r}", "uptime_s")
+        if uptime is not None and (not isinstance(uptime, int | float) or isinstance(uptime, bool)
+                                   or not 0 <= uptime < MAX_UPTIME_S):
+            raise ValidationError(f"expected a number of seconds, got {uptime!r:.40}", "uptime_s")
         return cls(ok=ok, boot_id=boot_id, uptime_s=None if uptime is None else float(uptime))

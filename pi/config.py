@@ -173,7 +173,9 @@ def _parse(path: Path, root: Section) -> PiConfig | None:
                     "a MAC address like AA:BB:CC:DD:EE:FF"),
         url=s.check("url", s.text("url"), is_url, "an http:// or https:// URL"),
         heartbeat_interval_s=s.number("heartbeat_interval_s", 5.0, lo=0.05, hi=3600),
-        heartbeat_timeout_s=s.number("heartbeat_timeout_s", 2.0, lo=0.05, hi=600),
+        # A probe longer than this would starve the watchdog (WatchdogSec=30): a host that
+        # takes 20 s to answer on the LAN is not answering.
+        heartbeat_timeout_s=s.number("heartbeat_timeout_s", 2.0, lo=0.05, hi=20),
         fall=s.integer("fall", 3, lo=1, hi=100),
         rise=s.integer("rise", 2, lo=1, hi=100),
         boot_timeout_s=s.number("boot_timeout_s", 180.0, lo=1, hi=86400),

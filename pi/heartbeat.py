@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 
 import aiohttp
 
 from handshake.errors import ValidationError
-from handshake.messages import HostHealth
+from handshake.messages import HostHealth, loads
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +39,7 @@ class HeartbeatProbe:
             async with self.session.get(self.url, timeout=self.timeout) as resp:
                 if resp.status != 200:
                     return Beat(ok=False, at=at, error=f"HTTP {resp.status}")
-                health = HostHealth.from_json(json.loads(await resp.read()))
+                health = HostHealth.from_json(loads(await resp.read()))
         except (aiohttp.ClientError, TimeoutError, ValueError, ValidationError) as exc:
             return Beat(ok=False, at=at, error=_describe(exc))
         except asyncio.CancelledError:

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 HOST_SCHEMA = "edgepair.host/1"
 SNAPSHOT_SCHEMA = "edgepair.snapshot/1"
 STATE_FILE = "host-state.json"
+# The heartbeat loop tells the watchdog it lives at least this often, also while it waits
+# out a long heartbeat_interval_s (the unit's WatchdogSec is 30 s).
+KICK_S = 5.0
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class HostController:
         self.clock = clock
         self.kick = kick
         self.quiet = QuietLogger(log)
+        self._broken: set[str] = set()  # loops whose last iteration failed unexpectedly
         self.lock = asyncio.Lock()
         self.status = self._restore()
         self.last_beat: Beat | None = None
@@ -84,7 +88,13 @@ class HostController:
         return sm.initial(self.clock())
 
     def _persist(self) -> None:
-        atomic.write_json(self._state_path(), self.status.to_json(), mode=0o600)
+        try:
+            atomic.write_json(self._state_path(), self.status.to_json(), mode=0o600)
+        except OSError as exc:  # failover goes on; only a restart would forget the state
+            self.quiet.failure("persist", "cannot save the host state to %s: %s",
+                               self._state_path(), exc.strerror or exc)
+        else:
+            self.quiet.success("persist", "host state saved again")
 
     def desired_address(self) -> str:
         target = self.status.dns_target
@@ -170,19 +180,23 @@ class HostController:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
-            beat = await self.probe()
-            self.last_beat = beat
-            if beat.ok:
-                self.quiet.success("heartbeat", "host answers heartbeats again")
-                await self.handle(sm.HeartbeatOk())
-            else:
-                self.quiet.failure("heartbeat", "heartbeat to %s failed: %s",
-                                   self.config.host.url, beat.error)
-                await self.handle(sm.HeartbeatFail(beat.error or ""))
-            await self.tick()
+            with self._survive("heartbeat"):
+                beat = await self.probe()
+                self.kick("heartbeat")
+                self.last_beat = beat
+                if beat.ok:
+                    self.quiet.success("heartbeat", "host answers heartbeats again")
+                    await self.handle(sm.HeartbeatOk())
+                else:
+                    self.quiet.failure("heartbeat", "heartbeat to %s failed: %s",
+                                       self.config.host.url, beat.error)
+                    await self.handle(sm.HeartbeatFail(beat.error or ""))
+                await self.tick()
             self.kick("heartbeat")
             next_at = max(next_at + interval, loop.time())
-            await asyncio.sleep(next_at - loop.time())
+            while (left := next_at - loop.time()) > 0:
+                await asyncio.sleep(min(left, KICK_S))
+                self.kick("heartbeat")
 
     async def tick(self) -> None:
         """Timers: the boot timeout, a one-shot wake_at, the daily schedule, the publish."""
@@ -198,7 +212,28 @@ class HostController:
     async def reconcile_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.dns.reconcile_s)
-            await self.reconcile()
+            with self._survive("reconcile"):
+                await self.reconcile()
+
+    @contextlib.contextmanager
+    def _survive(self, loop: str) -> Any:
+        """A bug in one iteration must not end failover for good: log it, go on.
+
+        The first failure is an ERROR with its traceback, repeats are DEBUG, and the
+        next clean iteration says so (a host answering nonsense must not flood the log).
+        """
+        try:
+            yield
+        except Exception:
+            if loop in self._broken:
+                log.debug("%s loop: the same kind of failure again", loop, exc_info=True)
+            else:
+                self._broken.add(loop)
+                log.exception("%s loop: unexpected error; it goes on", loop)
+        else:
+            if loop in self._broken:
+                self._broken.discard(loop)
+                log.info("%s loop: iterations complete again", loop)
 
     def _next_scheduled(self, now: float) -> datetime | None:
         return next_wake(self.config.schedule.wake, datetime.fromtimestamp(now, UTC), self.tz)
@@ -255,7 +290,13 @@ class HostController:
     def publish(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         self._last_publish = now
-        atomic.write_json(self.config.public_dir / "host.json", self.document(now))
+        path = self.config.public_dir / "host.json"
+        try:
+            atomic.write_json(path, self.document(now))
+        except OSError as exc:  # a full or read-only SD card: DNS failover goes on
+            self.quiet.failure("publish", "cannot write %s: %s", path, exc.strerror or exc)
+        else:
+            self.quiet.success("publish", "%s written again", path)
 
     async def store_snapshot(self, reason: str, wake_at: float | None,
                              snapshot: dict[str, Any]) -> None:

@@ -147,9 +147,12 @@ def step(status: HostStatus, event: Event, now: float,
             return status, []
 
         case GoingOffline(reason=reason, wake_at=wake_at):
-            if state in (HostState.OFFLINE, HostState.GOING_OFFLINE):
+            if state is HostState.GOING_OFFLINE or (state is HostState.OFFLINE
+                                                    and status.ok_streak == 0):
                 # A repeated notice (the host retried) updates the wish, not the clock.
                 return replace(status, wake_at=wake_at, reason=reason), []
+            # Offline but answering again (back unannounced, not yet `rise` beats): a new
+            # notice, so its last heartbeats are a shutdown, not a return.
             return _enter(replace(status, wake_at=wake_at), HostState.GOING_OFFLINE, now,
                           reason=reason)
 

@@ -178,16 +178,22 @@ async def test_bad_signatures_are_401_and_change_nothing(make_rig: RigFactory, c
     await assert_unchanged(rig)
 
 
-async def test_replayed_request_is_401(make_rig: RigFactory) -> None:
+async def test_replayed_request_is_401_and_changes_nothing(make_rig: RigFactory) -> None:
     rig = await make_rig()
     await online(rig)
-    body = json.dumps({}).encode()
-    headers = signed_headers(body, path="/api/v1/host/coming-online")
-    status, _ = await rig.raw("POST", "/api/v1/host/coming-online", body, headers)
+    body = json.dumps({"reason": "shutdown", "snapshot": {"disk": "first"}}).encode()
+    headers = signed_headers(body)
+    status, _ = await rig.raw("POST", GO, body, headers)
     assert status == 200
-    status, answer = await rig.raw("POST", "/api/v1/host/coming-online", body, headers)
+    assert rig.controller.status.state is HostState.GOING_OFFLINE
+    await online(rig)  # the host came back: a replayed going-offline must not send it away
+    snapshot = (rig.state_dir / "public" / "snapshot.json").read_bytes()
+    status, answer = await rig.raw("POST", GO, body, headers)
     assert status == 401
     assert "replayed" in answer["error"]["message"]
+    assert rig.controller.status.state is HostState.ONLINE
+    assert rig.dns.address == "127.0.0.3"  # still the host
+    assert (rig.state_dir / "public" / "snapshot.json").read_bytes() == snapshot
 
 
 async def test_oversize_body_is_413(make_rig: RigFactory) -> None:
@@ -211,6 +217,12 @@ async def test_oversize_body_is_413(make_rig: RigFactory) -> None:
     (b'{"reason": "suspend", "snapshot": []}', "snapshot"),
     (b'{"reason": "suspend", "extra": 1}', "unknown field"),
     (b"\xff\xfe", "malformed JSON"),
+    # Python's datetime overflows here (year 9999 moved across a zone): still a 400.
+    (b'{"reason": "suspend", "wake_at": "9999-12-31T23:59:59-12:00"}', "wake_at"),
+    # What a browser's JSON.parse refuses never reaches a public file.
+    (b'{"reason": "suspend", "snapshot": {"a": NaN}}', "NaN is not a JSON number"),
+    (b'{"reason": "suspend", "snapshot": {"a": 1e999}}', "out of range"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
 ])
 async def test_bad_bodies_are_400_and_change_nothing(make_rig: RigFactory, body: bytes,
                                                      expect: str) -> None:
@@ -233,6 +245,14 @@ async def test_anonymous_wake_is_rate_limited(make_rig: RigFactory) -> None:
     assert codes[2:] == [429, 429]
     assert answer["error"]["code"] == "rate_limited"
     assert len(rig.wols) == 2  # the first sends, the second re-sends while waking
+
+
+async def test_anonymous_wake_with_a_hostile_body_is_400(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    status, answer = await rig.raw("POST", "/api/v1/wake", b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400
+    assert "nested too deeply" in answer["error"]["message"]
+    assert rig.wols == []
 
 
 async def test_anonymous_wake_refused_when_not_allowed(tmp_path: Path, make_rig: RigFactory) -> None:

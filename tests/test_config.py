@@ -54,6 +54,11 @@ def test_missing_required_and_bad_syntax(tmp_path: Path) -> None:
     path.write_text("[pi\naddress = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(path)
+    path.write_bytes(b'[pi]\naddress = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match=r"pi\.toml: not UTF-8 text"):
+        load(path)
+    with pytest.raises(ConfigError, match="is a folder, expected a TOML file"):
+        load(tmp_path)
 
 
 def test_local_names_are_refused(tmp_path: Path) -> None:

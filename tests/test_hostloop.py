@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
+import itertools
 import json
 import logging
 import time
@@ -13,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from pi import hostloop
 from pi import state as sm
 from pi.config import PiConfig, load
 from pi.heartbeat import Beat, HeartbeatProbe
@@ -193,3 +197,84 @@ async def test_scheduled_wake_fires_once(tmp_path: Path) -> None:
     await controller.tick()
     assert wols == [1]
     assert controller.next_wake() == {"at": "2026-11-24T07:00:00.000Z", "source": "schedule"}
+
+
+@pytest.mark.parametrize("body", [
+    b'{"ok": true, "boot_id": "b", "uptime_s": 1' + b"0" * 400 + b"}",  # float() overflows
+    b'{"ok": true, "boot_id": "b", "uptime_s": 1e999}',  # inf
+    b'{"ok": true, "boot_id": "b", "uptime_s": NaN}',
+    b"[" * 100_000,  # recursion
+])
+async def test_a_host_answering_nonsense_is_a_failed_heartbeat(aiohttp_server: Any,
+                                                               body: bytes) -> None:
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/health", health)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as session:
+        beat = await HeartbeatProbe(str(server.make_url("")), 1.0, session).probe()
+    assert beat.ok is False
+    assert beat.error is not None
+    assert "ValidationError" in beat.error
+
+
+async def test_the_heartbeat_loop_survives_a_bug_and_kicks_through_long_intervals(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(hostloop, "KICK_S", 0.02)
+    config = load(pi_toml(tmp_path))
+    config = dataclasses.replace(config, host=dataclasses.replace(
+        config.host, heartbeat_interval_s=0.2, heartbeat_timeout_s=0.1, rise=1))
+    calls = 0
+    kicks: list[float] = []
+
+    async def probe() -> Beat:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in the probe")
+        return Beat(ok=True, at=time.time())
+
+    async def send_wol() -> None:
+        pass
+
+    controller = HostController(config, MemoryDns(), send_wol, probe,
+                                kick=lambda name: kicks.append(time.monotonic()))
+    await controller.start()
+    with caplog.at_level(logging.DEBUG, logger="pi.hostloop"):
+        async with controller.running():
+            await wait_for(lambda: controller.status.state is sm.HostState.ONLINE)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["heartbeat loop: unexpected error; it goes on"]
+    assert any("iterations complete again" in r.getMessage() for r in caplog.records)
+    # Kicks while waiting out the interval, not once per heartbeat only.
+    assert len(kicks) >= 2 * calls
+    assert max(b - a for a, b in itertools.pairwise(kicks)) < 0.2
+
+
+async def test_a_full_sd_card_does_not_stop_failover(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    config = load(pi_toml(tmp_path))
+    dns = MemoryDns()
+
+    async def probe() -> Beat:
+        return Beat(ok=True, at=time.time())
+
+    async def send_wol() -> None:
+        pass
+
+    controller = HostController(config, dns, send_wol, probe)
+    await controller.start()
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hostloop.atomic, "write_json", full)
+    with caplog.at_level(logging.WARNING, logger="pi.hostloop"):
+        await controller.handle(sm.ComingOnline())
+    assert controller.status.state is sm.HostState.ONLINE
+    assert dns.address == "127.0.0.3"
+    assert "No space left on device" in caplog.text

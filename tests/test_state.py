@@ -147,6 +147,23 @@ def test_unannounced_loss_alarm_and_recovery() -> None:
     assert any(isinstance(a, Resolved) for a in acts)
 
 
+def test_a_shutdown_announced_while_coming_back_unannounced_is_not_a_return() -> None:
+    """Offline, one good heartbeat (back by the power button), then going-offline: the
+    heartbeats of its shutdown must not count toward `rise`, nor its silence alarm."""
+    status, _ = step(st(S.OFFLINE), HeartbeatOk(), T0 + 1, RULES)
+    assert status.state is S.OFFLINE
+    status, acts = step(status, GoingOffline("shutdown", wake_at=T0 + 900), T0 + 2, RULES)
+    assert status.state is S.GOING_OFFLINE
+    assert status.wake_at == T0 + 900
+    status, _ = step(status, HeartbeatOk(), T0 + 3, RULES)
+    assert status.state is S.GOING_OFFLINE
+    for n in range(3):
+        status, acts = step(status, HeartbeatFail(), T0 + 4 + n, RULES)
+    assert status.state is S.OFFLINE
+    assert not any(isinstance(a, Alarm) for a in acts)
+    assert status.wake_at == T0 + 900  # the wish survives
+
+
 def test_a_success_resets_the_fall_count() -> None:
     status = st(S.ONLINE)
     for event in (HeartbeatFail(), HeartbeatFail(), HeartbeatOk(), HeartbeatFail(),

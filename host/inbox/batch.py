@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from aiohttp import web
 
 from handshake.errors import ValidationError
 from handshake.http import read_body, signed
+from handshake.messages import loads
 from host.inbox import names, store
 from host.inbox.config import HostInboxConfig
 from host.inbox.ledger import Ledger, Receipt
@@ -65,8 +65,8 @@ def parse(body: bytes) -> list[Item]:
         if end < 0:
             raise ValidationError(f"file {len(items) + 1}: header line without a newline")
         try:
-            header = json.loads(body[pos:end])
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            header = loads(body[pos:end])
+        except ValidationError as exc:
             raise ValidationError(f"file {len(items) + 1}: header is not JSON: {exc}") from None
         if not (isinstance(header, dict) and isinstance(header.get("path"), str)
                 and isinstance(header.get("bytes"), int) and header["bytes"] >= 0
