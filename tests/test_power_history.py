@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from handshake.errors import FatalError, TemporaryError
 from handshake.timeutil import iso
 from pi import config as pi_config
+from pi.power import history as history_module
 from pi.power.config import PowerConfig
 from pi.power.history import History, Pending, Sample
 from pi.power.service import PowerService
@@ -155,6 +157,33 @@ async def test_live_value_goes_stale_and_a_failure_is_flagged(
     assert nas["today_kwh"] is not None  # what was measured stays; only live values go
 
 
+@pytest.mark.parametrize(("w", "today_wh", "why"), [
+    (float("nan"), None, "implausible power reading nan W"),
+    (float("inf"), None, "implausible power reading inf W"),
+    (1e16, None, "implausible power reading"),
+    (-5.0, None, "implausible power reading -5.0 W"),
+    (30.0, 10**17, "implausible today counter"),
+])
+async def test_an_implausible_reading_is_stale_never_stored_or_shown(
+        site: tuple[PowerService, Clock, dict[str, ScriptedLink]], w: float,
+        today_wh: int | None, why: str) -> None:
+    service, clock, links = site
+    links["nas"].next(w, today_wh)
+    await service.poll("nas")
+    await service.flush()
+    await service.publish()  # NaN would make json.dumps (allow_nan=False) raise here
+    nas = read_power(service.config.public_dir)["plugs"][0]  # type: ignore[index]
+    assert (nas["health"], nas["live_w"]) == ("stale", None)
+    assert why in nas["error"]
+    assert service.history.last_ts == {}  # nothing stored
+    links["nas"].next(30.0)  # the next sane reading counts again
+    clock.now += INTERVAL
+    await service.poll("nas")
+    await service.publish()
+    nas = read_power(service.config.public_dir)["plugs"][0]  # type: ignore[index]
+    assert (nas["health"], nas["live_w"]) == ("ok", 30.0)
+
+
 async def test_a_failing_database_keeps_the_batch_and_logs_quietly(
         site: tuple[PowerService, Clock, dict[str, ScriptedLink]],
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -245,6 +274,45 @@ def test_a_file_that_is_no_database_is_moved_aside(tmp_path: Path,
     assert "moved to" in caplog.text
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_locked_or_newer_history_is_never_moved_aside(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locked, full, read-only or from a newer edgepair: the years of history stay put."""
+    path = tmp_path / "p.sqlite3"
+    history = History(path)
+    history.open()
+    history.commit([Sample("nas", round(T0 * 1000), 1000, 5000)], T0)
+    history.close()
+    monkeypatch.setattr(history_module, "BUSY_TIMEOUT_S", 0.05)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(TemporaryError, match="database is locked"):
+            History(path).open()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(FatalError, match="newer than this edgepair"):
+        History(path).open()
+    assert not list(tmp_path.glob("*.broken-*"))
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM raw").fetchone() == (1,)
+
+
+def test_a_failed_poll_leaves_a_gap_even_when_short() -> None:
+    pending = Pending()
+    first = pending.add("nas", T0, 100.0, None, None, interval_s=10, max_gap_s=25)
+    pending.failed("nas")  # the poll at T0 + 10 failed at once
+    after = pending.add("nas", T0 + 20, 100.0, None, None, interval_s=10, max_gap_s=25)
+    regular = pending.add("nas", T0 + 30, 100.0, None, None, interval_s=10, max_gap_s=25)
+    assert first is not None
+    assert after is not None
+    assert regular is not None
+    assert after.dt == 10_000  # not 20 s of energy made up across the failure
+    assert regular.dt == 10_000
 
 
 def test_pending_is_bounded() -> None:

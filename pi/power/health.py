@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +23,21 @@ class Reading:
     w: float  # watts
     today_wh: int | None = None  # the plug's own counters, when it has them
     month_wh: int | None = None
+
+
+# Beyond what a plug can carry (a P110 switches 16 A, 3.7 kW) or count: a broken answer.
+MAX_PLAUSIBLE_W = 10_000.0
+MAX_PLAUSIBLE_WH = 10_000_000  # 10 MWh: a month at the plug's limit is under 3 MWh
+
+
+def implausible(reading: Reading) -> str | None:
+    """Why ``reading`` cannot be true (NaN, negative, beyond any plug), or None."""
+    if not math.isfinite(reading.w) or not 0 <= reading.w <= MAX_PLAUSIBLE_W:
+        return f"implausible power reading {reading.w!r} W"
+    for name, wh in (("today", reading.today_wh), ("month", reading.month_wh)):
+        if wh is not None and not 0 <= wh <= MAX_PLAUSIBLE_WH:
+            return f"implausible {name} counter {wh!r} Wh"
+    return None
 
 
 class PlugError(TemporaryError):

@@ -19,10 +19,16 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from handshake.errors import FatalError, TemporaryError
+
 if TYPE_CHECKING:
     from pi.power.config import PowerConfig
 
 log = logging.getLogger(__name__)
+
+
+class NewerSchema(Exception):
+    """The history was written by a newer edgepair: leave it alone."""
 
 DATABASE = "power.sqlite3"
 SCHEMA_VERSION = 1
@@ -143,7 +149,16 @@ class History:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._open()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:
+            # Locked, full, read-only, an I/O error: the file may be fine, and it holds
+            # years of history. Never move it aside for that; say so and let systemd retry.
+            self.close()
+            raise TemporaryError(f"cannot open the power history {self.path}: {exc}") from exc
+        except NewerSchema as exc:
+            self.close()
+            raise FatalError(f"{self.path}: {exc}; upgrade edgepair (or move the file "
+                             "aside to start a new history)") from exc
+        except sqlite3.DatabaseError as exc:  # not a database, or a malformed one
             self.close()
             aside = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
             log.error("%s is not a usable database (%s): moved to %s, starting a new one",
@@ -163,7 +178,8 @@ class History:
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"schema version {version} is newer than this edgepair")
+            raise NewerSchema(f"schema version {version} is newer than this edgepair's "
+                              f"({SCHEMA_VERSION})")
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._load_plugs()
@@ -311,8 +327,8 @@ class History:
 class Pending:
     """Samples not committed yet, in arrival order; each covers the time since the one before.
 
-    A sample after a gap longer than ``max_gap_s`` (a failed poll, a restart) covers one
-    nominal interval only: a gap stays a gap, never energy made up.
+    A sample after a failed poll, or after a gap longer than ``max_gap_s`` (a restart),
+    covers one nominal interval only: a gap stays a gap, never energy made up.
     """
 
     def __init__(self, last_ts: dict[str, int] | None = None, *, limit: int = 50_000) -> None:
@@ -320,6 +336,11 @@ class Pending:
         self.samples: list[Sample] = []
         self.limit = limit
         self.dropped = 0
+        self._failed: set[str] = set()  # plugs whose last poll failed
+
+    def failed(self, plug: str) -> None:
+        """The plug's poll failed: its next sample covers one interval, not the gap."""
+        self._failed.add(plug)
 
     def add(self, plug: str, at: float, w: float, today_wh: int | None, month_wh: int | None,
             *, interval_s: float, max_gap_s: float) -> Sample | None:
@@ -328,7 +349,8 @@ class Pending:
         last = self.last_ts.get(plug)
         if last is not None and ts <= last:
             return None
-        gap = None if last is None else ts - last
+        gap = None if last is None or plug in self._failed else ts - last
+        self._failed.discard(plug)
         dt = gap if gap is not None and gap <= max_gap_s * 1000 else round(interval_s * 1000)
         sample = Sample(plug, ts, round(w * 1000), dt, today_wh, month_wh)
         self.last_ts[plug] = ts

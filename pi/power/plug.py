@@ -107,9 +107,13 @@ class KasaPlug:
         if watts is None:
             raise PlugError("stale", "the plug reported no power reading")
         today, month = energy.consumption_today, energy.consumption_this_month
-        return Reading(at=self.clock(), w=float(watts),
-                       today_wh=None if today is None else round(today * 1000),
-                       month_wh=None if month is None else round(month * 1000))
+        try:
+            return Reading(at=self.clock(), w=float(watts),
+                           today_wh=None if today is None else round(today * 1000),
+                           month_wh=None if month is None else round(month * 1000))
+        except (ValueError, OverflowError, TypeError) as exc:  # NaN, inf, not a number
+            raise PlugError("stale", f"implausible reading: {watts!r} W, today {today!r}, "
+                            f"month {month!r} kWh") from exc
 
     async def close(self) -> None:
         """Drop the connection; the next read() connects (and handshakes) again."""

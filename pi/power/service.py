@@ -25,7 +25,7 @@ from handshake.quietlog import QuietLogger
 from pi.config import PiConfig
 from pi.power import publish
 from pi.power.config import PowerConfig
-from pi.power.health import STALE_INTERVALS, PlugError, PlugLink, PlugStatus
+from pi.power.health import STALE_INTERVALS, PlugError, PlugLink, PlugStatus, implausible
 from pi.power.history import History, Pending, Sample, database_path
 
 log = logging.getLogger("pi.power")
@@ -142,6 +142,10 @@ class PowerService:
         except Exception as exc:  # a bug in a link must not stop the other plugs
             self._failed(status, PlugError("stale", f"unexpected error: {exc!r}"))
             return
+        problem = implausible(reading)
+        if problem is not None:  # never stored, never shown as live
+            self._failed(status, PlugError("stale", problem))
+            return
         ended = status.succeeded(reading)
         self.quiet.success(name, "plug %s answers again (after %d failed polls): %.1f W",
                            name, ended, reading.w)
@@ -151,6 +155,7 @@ class PowerService:
 
     def _failed(self, status: PlugStatus, error: PlugError) -> None:
         name = status.config.name
+        self.pending.failed(name)
         if status.failure is not None and status.failure != error.kind:
             self.quiet.failing.discard(name)  # a different failure is news: warn again
         status.failed(error)
