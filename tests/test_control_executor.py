@@ -285,3 +285,78 @@ async def test_a_new_plan_clears_a_latch(rig: Rig, sim: EmulatedInverter) -> Non
     await rig.tick(5)
     assert rig.executor.mode == FOLLOWING
 
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[EmulatedInverter]:
+    """A second Modbus device: the boiler's relay (coil 100), on its own server."""
+    async for device in running_sim():
+        yield device
+
+
+async def test_a_dead_relay_does_not_keep_the_inverter_from_its_safe_state(
+        sim: EmulatedInverter, relay: EmulatedInverter, tmp_path: Path) -> None:
+    rig = await make_rig(sim, tmp_path, loads=(load_config(relay.port),))
+    try:
+        follow(rig, {**CHARGE, "loads": {"boiler": True}}, CHARGE)
+        await rig.tick()
+        assert rig.executor.mode == FOLLOWING
+        assert await relay.coil(100) is True
+        await relay.go_down()
+        await rig.tick(60)  # the read-back misses the relay: the plan is followed nowhere
+        assert (rig.executor.mode, rig.executor.reason) == (SAFE_UNVERIFIED, d.DEVICE_UNREACHABLE)
+        assert await registers(sim) == SAFE_VALUES  # the inverter is safe, and verified
+        assert d.DEVICE_UNREACHABLE in alarms(rig)
+        await sim.poke(inv.MODE, 2)  # and stays so, also on the way out
+        await rig.executor.stop()
+        assert await registers(sim) == SAFE_VALUES
+        assert rig.executor.mode == SAFE_UNVERIFIED  # the relay could not be verified
+    finally:
+        await close(rig)
+
+
+async def test_a_dead_inverter_does_not_keep_the_loads_from_their_safe_state(
+        sim: EmulatedInverter, relay: EmulatedInverter, tmp_path: Path) -> None:
+    rig = await make_rig(sim, tmp_path, loads=(load_config(relay.port),))
+    try:
+        follow(rig, {**CHARGE, "loads": {"boiler": True}})
+        await rig.tick()
+        assert await relay.coil(100) is True
+        await sim.go_down()
+        await rig.tick(5)  # no telemetry: safe wherever it can be written
+        assert (rig.executor.mode, rig.executor.reason) == (SAFE_UNVERIFIED, d.DEVICE_UNREACHABLE)
+        assert await relay.coil(100) is False  # a 2 kW heater does not stay on
+        await rig.executor.stop()
+        assert await relay.coil(100) is False
+    finally:
+        await close(rig)
+
+
+async def test_a_safe_state_that_does_not_stick_is_retried_with_backoff(
+        rig: Rig, sim: EmulatedInverter) -> None:
+    follow(rig, CHARGE)
+    await rig.tick()
+    sim.drop_writes = True
+    await rig.tick(900)  # the plan expired; the safe writes are acknowledged and dropped
+    assert (rig.executor.mode, rig.executor.reason) == (SAFE_UNVERIFIED, d.VERIFY_FAILED)
+    first = rig.executor.writes  # the device drops them: only the executor counts them
+    for _ in range(720):  # one hour of 5 s ticks
+        await rig.tick(5)
+    again = rig.executor.writes - first
+    # 1, 2, 4, 8, 16 min after the first: 5 more rounds of the 3 dropped registers, not 720.
+    assert again == 5 * 3
+    assert rig.executor.mode == SAFE_UNVERIFIED
+    assert "next try in" in rig.executor.detail
+    sim.drop_writes = False
+    await rig.tick(1920)  # the next round sticks: safe, and the backoff is reset
+    assert (rig.executor.mode, rig.executor.reason) == (SAFE, d.PLAN_EXPIRED)
+    assert await registers(sim) == SAFE_VALUES
+
+
+async def test_a_write_refused_halfway_is_no_external_override(rig: Rig, sim: EmulatedInverter) -> None:
+    follow(rig, CHARGE, CHARGE)
+    sim.refuse_writes_to = {inv.SOC_TARGET}  # the others of the slot are written first
+    await rig.tick()
+    assert (rig.executor.mode, rig.executor.reason) == (SAFE, d.VERIFY_FAILED)
+    assert await registers(sim) == SAFE_VALUES  # what was written is undone, verified
+    assert d.EXTERNAL_OVERRIDE not in alarms(rig)  # our own writes are not someone else's

@@ -3,7 +3,9 @@
 Modes (control.json): ``following`` a plan slot applied and verified; ``safe`` the safe state
 applied and verified; ``safe_unverified`` the safe state is wanted but not confirmed (device
 down, a write that does not stick, not commissioned). It starts in ``safe_unverified`` and
-follows a plan only after a verified apply.
+follows a plan only after a verified apply. Devices are independent: one that does not
+answer stops the plan everywhere, but every device that answers still gets its safe state.
+A safe state that does not stick is written again with a backoff, not every tick.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ FOLLOWING, SAFE, SAFE_UNVERIFIED = "following", "safe", "safe_unverified"
 WRITE_ATTEMPTS = 3
 BACKOFF_BASE_S = 0.2
 BACKOFF_MAX_S = 2.0
+# A safe state that does not stick (a device dropping writes, someone else writing the
+# same registers) is written again after 1, 2, 4 … 60 min, not every tick: flash wears.
+SAFE_RETRY_BASE_S = 60.0
+SAFE_RETRY_MAX_S = 3600.0
 
 
 class WriteBudget:
@@ -100,26 +106,30 @@ class Executor:
         self._override: tuple[str, datetime] | None = None  # message, until
         self._verify_problem: str | None = None
         self._device_problem: tuple[str, str] | None = None
+        # Devices that failed to answer in this tick: skipped, not asked again until the next.
+        self._down: set[str] = set()
+        self._safe_failures = 0  # safe applies in a row that did not stick
+        self._safe_retry_at = 0.0  # monotonic: no safe-state write before this
 
     async def tick(self) -> None:
         """One round: telemetry → decision → apply and verify → alarms."""
         now = self.clock()
         self._device_problem = None
+        self._down = set()
         fault = await self._read_telemetry()
         decision = d.decide(self.plan, now, self.telemetry, self.state, self.config.load_names, fault)
+        # A device that does not answer keeps no other device from its safe state: the
+        # (safe) decision is carried out on every device that answers.
+        await self._carry_out(decision, now)
         if fault is not None and fault[0] != d.IMPLAUSIBLE:
-            # The device does not answer (or only with exceptions): nothing can be written or
-            # verified. Read everything back once it is there again.
-            self.state, self.decision, self.actual = decision.state, decision, None
             self._set(SAFE_UNVERIFIED, *fault)
-        else:
-            await self._carry_out(decision, now)
         self._update_alarms(now)
 
     async def stop(self) -> None:
-        """Leave the device in the safe state (SIGTERM, shutdown)."""
+        """Leave every device that answers in the safe state (SIGTERM, shutdown)."""
         decision = d.Decision(False, d.STOPPED, "edgepair control stopped", self.state)
         self.last_verify = None  # read back before deciding what to write
+        self._down, self._safe_retry_at = set(), 0.0  # the last chance: try everything now
         await self._carry_out(decision, self.clock())
         self._update_alarms(self.clock())
 
@@ -133,6 +143,7 @@ class Executor:
         except DeviceError as exc:
             self.telemetry = None
             self._device_problem = _problem(exc)
+            self._down.add("inverter")
             quiet.failure("telemetry", "control: %s", exc)
             return self._device_problem
         except ImplausibleTelemetry as exc:
@@ -163,25 +174,32 @@ class Executor:
 
     async def _apply(self, decision: d.Decision, want: dict[str, int],
                      now: datetime) -> d.Decision | None:
-        """Drive the device to ``want``; a safe-state decision to try instead, or None when done."""
+        """Drive the devices to ``want``; a safe-state decision to try instead, or None when done.
+
+        Devices are independent: one that does not answer is skipped (and the plan is not
+        followed anywhere), the others still get the safe state and are verified.
+        """
         before = self.actual
         due = (before is None or self.last_verify is None
                or self.monotonic() - self.last_verify >= self.config.verify_s
                or any(before.get(n) != v for n, v in want.items()))
+        overridden = False
         if due:
             actual = await self._read_back()
-            if actual is None:
-                return None
             # Only our own writes change a register between two read-backs (and each write is
             # followed by one): any other difference was made behind our back.
             changed = sorted(n for n in want if before is not None and n in before
-                             and actual.get(n) != before[n])
+                             and n in actual and actual[n] != before[n])
             if changed:
+                overridden = True
                 fallback = self._note_override(decision, changed, before or {}, actual, now)
                 if fallback is not None:
                     return fallback
+        if decision.follow and self._down:
+            return self._device_safe(decision)
         assert self.actual is not None
-        diffs = {n: v for n, v in want.items() if self.actual.get(n) != v}
+        reachable = {n: v for n, v in want.items() if self.registers[n][0] not in self._down}
+        diffs = {n: v for n, v in reachable.items() if self.actual.get(n) != v}
         if not diffs:
             self._verify_problem = None
             self._done(decision)
@@ -190,18 +208,21 @@ class Executor:
             detail = (f"{self.budget.writes_today} of {self.budget.limit} register writes used "
                       f"today; following the plan needs {len(diffs)} more")
             return self._safe_instead(d.WRITE_BUDGET, detail, _end_of_day(now))
-        if not await self._write(diffs):
-            if decision.follow:
-                return self._safe_instead(d.VERIFY_FAILED, self._verify_problem or "write failed",
-                                          decision.slot.end if decision.slot else now)
+        if not decision.follow and self.monotonic() < self._safe_retry_at:
             self._set(SAFE_UNVERIFIED, decision.reason, f"{decision.detail}; "
-                      f"{self._verify_problem or self._device_problem}")
+                      f"{self._verify_problem or 'the safe state did not stick'}; next try in "
+                      f"{self._safe_retry_at - self.monotonic():.0f} s")
             return None
+        written = await self._write(diffs)
+        if not written and decision.follow:
+            return self._safe_instead(d.VERIFY_FAILED, self._verify_problem or "write failed",
+                                      decision.slot.end if decision.slot else now)
         await self.sleep(self.config.settle_s)
         actual = await self._read_back()
-        if actual is None:
-            return None
-        wrong = {n: (actual.get(n), v) for n, v in want.items() if actual.get(n) != v}
+        if decision.follow and self._down:
+            return self._device_safe(decision)
+        wrong = {n: (actual.get(n), v) for n, v in reachable.items()
+                 if self.registers[n][0] not in self._down and actual.get(n) != v}
         if wrong:
             self._verify_problem = "; ".join(
                 f"{n} reads {got} after writing {v}" for n, (got, v) in sorted(wrong.items()))
@@ -209,11 +230,33 @@ class Executor:
             if decision.follow:
                 return self._safe_instead(d.VERIFY_FAILED, self._verify_problem,
                                           decision.slot.end if decision.slot else now)
-            self._set(SAFE_UNVERIFIED, d.VERIFY_FAILED, self._verify_problem)
+        if not decision.follow:
+            self._safe_outcome(ok=written and not wrong and not overridden)
+        if wrong:
+            self._set(SAFE_UNVERIFIED, d.VERIFY_FAILED, self._verify_problem or "")
+            return None
+        if not written:
+            self._set(SAFE_UNVERIFIED, decision.reason, f"{decision.detail}; "
+                      f"{self._verify_problem or self._device_problem}")
             return None
         self._verify_problem = None
         self._done(decision)
         return None
+
+    def _device_safe(self, decision: d.Decision) -> d.Decision:
+        """A device does not answer: the plan is followed on all devices or on none."""
+        reason, detail = self._device_problem or (d.DEVICE_UNREACHABLE, "a device does not answer")
+        return d.Decision(False, reason, detail, dataclasses.replace(self.state, battery_mode=None))
+
+    def _safe_outcome(self, *, ok: bool) -> None:
+        """After writing the safe state: back off when it did not stick (or was fought over)."""
+        if ok:
+            self._safe_failures, self._safe_retry_at = 0, 0.0
+            return
+        delay = min(SAFE_RETRY_BASE_S * 2 ** self._safe_failures, SAFE_RETRY_MAX_S)
+        self._safe_failures += 1
+        self._safe_retry_at = self.monotonic() + delay
+        log.warning("control: the safe state did not stick; next write in %.0f s", delay)
 
     def _safe_instead(self, reason: str, detail: str, until: datetime) -> d.Decision:
         state = d.latch(self.state, reason, detail, until)
@@ -235,6 +278,10 @@ class Executor:
                           dataclasses.replace(self.state, battery_mode=None))
 
     def _done(self, decision: d.Decision) -> None:
+        if self._down:  # what answers is in the safe state; the rest is not verified
+            reason, detail = self._device_problem or (d.DEVICE_UNREACHABLE, "a device is down")
+            self._set(SAFE_UNVERIFIED, reason, detail)
+            return
         mode = FOLLOWING if decision.follow else SAFE
         if mode != self.mode or decision.reason != self.reason:
             log.info("control: %s (%s: %s)", mode, decision.reason, decision.detail)
@@ -243,56 +290,71 @@ class Executor:
     def _set(self, mode: str, reason: str, detail: str) -> None:
         self.mode, self.reason, self.detail = mode, reason, detail
 
-    async def _read_back(self) -> dict[str, int] | None:
-        """Read every control register; None (and safe_unverified) when a device fails."""
+    async def _read_back(self) -> dict[str, int]:
+        """Read every control register of every device that answers (the rest: ``_down``)."""
         out: dict[str, int] = {}
-        try:
-            for key, regs in self._by_device().items():
-                self.kick()
+        for key, regs in self._by_device().items():
+            if key in self._down:
+                continue
+            self.kick()
+            try:
                 values = await self.devices[key].read([reg for _, reg in regs])
-                out.update({name: values[reg.name] for name, reg in regs})
-        except DeviceError as exc:
-            self.actual = None
-            self._device_problem = _problem(exc)
-            quiet.failure("readback", "control: read-back failed: %s", exc)
-            self._set(SAFE_UNVERIFIED, *self._device_problem)
-            return None
-        quiet.success("readback", "control: read-back works again")
+            except DeviceError as exc:
+                self._down.add(key)
+                self._device_problem = _problem(exc)
+                quiet.failure(f"readback:{key}", "control: read-back of %s failed: %s", key, exc)
+                continue
+            quiet.success(f"readback:{key}", "control: read-back of %s works again", key)
+            out.update({name: values[reg.name] for name, reg in regs})
         self.actual = out
-        self.last_verify = self.monotonic()
+        if not self._down:
+            self.last_verify = self.monotonic()
         return out
 
     async def _write(self, diffs: Mapping[str, int]) -> bool:
-        """Write each register with retries and capped backoff; False when one fails for good."""
+        """Write each register with retries and capped backoff; False when one fails for good.
+
+        A device that fails a write is skipped for the rest of the tick; the others go on.
+        """
         written = 0
+        ok = True
         try:
             for name, raw in diffs.items():
                 key, reg = self.registers[name]
-                if not await self._write_one(key, reg, raw):
-                    return False
+                if key in self._down:
+                    continue
+                failure = await self._write_one(key, reg, raw)
+                if failure is not None:
+                    ok = False
+                    if failure.code is None:  # no answer: skip the rest of this device
+                        self._down.add(key)
+                    continue
                 written += 1
-            return True
+                if self.actual is not None:  # ours: the next read-back must not call it an override
+                    self.actual[name] = raw
+            return ok
         finally:
             self.budget.spend(written)
             self.writes += written
             if written:
                 await asyncio.to_thread(self.budget.save)
 
-    async def _write_one(self, key: str, reg: Register, raw: int) -> bool:
+    async def _write_one(self, key: str, reg: Register, raw: int) -> DeviceError | None:
+        """Write one register (retrying a silent or busy device); the final error, if any."""
         for attempt in range(WRITE_ATTEMPTS):
             self.kick()
             try:
                 await self.devices[key].write(reg, raw)
-                return True
+                return None
             except DeviceError as exc:
                 retry = exc.code is None or exc.busy
                 if not retry or attempt == WRITE_ATTEMPTS - 1:
                     self._verify_problem = str(exc)
                     self._device_problem = _problem(exc)
                     log.warning("control: %s", exc)
-                    return False
+                    return exc
                 await self.sleep(min(BACKOFF_BASE_S * 2 ** attempt, BACKOFF_MAX_S))
-        return False
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _by_device(self) -> dict[str, list[tuple[str, Register]]]:
         out: dict[str, list[tuple[str, Register]]] = {}

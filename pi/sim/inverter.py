@@ -83,6 +83,7 @@ class EmulatedInverter:
         self.drop_writes = False
         self.exception: int | None = None
         self.write_exception: int | None = None
+        self.refuse_writes_to: set[int] = set()  # addresses whose writes get exception 3
         self.busy_writes = 0
         self.writes: list[tuple[int, int, list[int]]] = []  # (function code, address, values)
         self.reads: Counter[tuple[int, int]] = Counter()  # (function code, address) → requests
@@ -164,6 +165,8 @@ class EmulatedInverter:
         if func in _WRITES:
             if self.write_exception is not None:
                 return ExcCodes(self.write_exception)
+            if address in self.refuse_writes_to:
+                return ExcCodes.ILLEGAL_VALUE
             if self.busy_writes > 0:
                 self.busy_writes -= 1
                 return ExcCodes.DEVICE_BUSY
