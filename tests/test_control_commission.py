@@ -86,6 +86,15 @@ settle_s = 0
         assert executor.telemetry is not None
         assert executor.telemetry.battery_w == -1000
 
+        # A daemon that could not verify its safe state may have left plan values behind.
+        atomic.write_json(config.public_dir / "control.json",
+                          {"mode": "safe_unverified", "reason": "verify_failed"})
+        code, out = await edgepair("control", "commission", "--config", str(path))
+        assert code == 1
+        assert "may hold plan values" in out
+        # Waiting for this very baseline: it never wrote anything.
+        atomic.write_json(config.public_dir / "control.json",
+                          {"mode": "safe_unverified", "reason": "not_commissioned"})
         code, out = await edgepair("control", "commission", "--config", str(path))
         assert code == 0, out
         assert "baseline of 15 register(s) saved" in out

@@ -70,13 +70,13 @@ def test_normal_holds_at_the_soc_floor(soc: float, previous: str | None, mode: s
 
 def test_hard_limit_needs_two_readings_and_latches_to_the_slot_end() -> None:
     plan = make(CHARGE, CHARGE)
-    hot = dataclasses.replace(OK, battery_w=-5000)  # 5 kW out of a battery limited to 4 kW
+    hot = dataclasses.replace(OK, battery_w=-6000)  # 6 kW out of a battery limited to 5 kW
     first = d.decide(plan, T0, hot, d.State())
     assert first.follow
     assert first.state.strikes == 1
     second = d.decide(plan, T0 + timedelta(seconds=5), hot, first.state)
     assert (second.follow, second.reason) == (False, d.HARD_LIMIT)
-    assert "discharging at 5000 W" in second.detail
+    assert "discharging at 6000 W" in second.detail
     calm = d.decide(plan, T0 + timedelta(seconds=10), OK, second.state)
     assert calm.reason == d.HARD_LIMIT
     next_slot = d.decide(plan, T0 + timedelta(minutes=15), OK, calm.state)

@@ -5,6 +5,7 @@ The clock is injected and the settle pause is zero: each test drives ticks itsel
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -360,3 +361,23 @@ async def test_a_write_refused_halfway_is_no_external_override(rig: Rig, sim: Em
     assert (rig.executor.mode, rig.executor.reason) == (SAFE, d.VERIFY_FAILED)
     assert await registers(sim) == SAFE_VALUES  # what was written is undone, verified
     assert d.EXTERNAL_OVERRIDE not in alarms(rig)  # our own writes are not someone else's
+
+
+async def test_the_safe_state_never_goes_above_the_pis_own_hard_limits(
+        sim: EmulatedInverter, tmp_path: Path) -> None:
+    """The commissioned baseline allows 5 kW; [control] max_discharge_w says 4 kW."""
+    tight = dataclasses.replace(LIMITS, max_discharge_w=4000)
+    rig = await make_rig(sim, tmp_path, limits=tight,
+                         baselines={"inverter": {"max_discharge_w": 5000}})
+    try:
+        rig.executor.plan = plans.validate(plan_doc(rig.clock(), [NORMAL]), tight, ())
+        await rig.tick()  # a normal slot without power_w: the baseline, capped
+        assert rig.executor.mode == FOLLOWING
+        assert await sim.register(inv.MAX_DISCHARGE_W) == 4000
+        await rig.tick(900)  # expired: the safe state, capped too
+        assert (rig.executor.mode, rig.executor.reason) == (SAFE, d.PLAN_EXPIRED)
+        assert await sim.register(inv.MAX_DISCHARGE_W) == 4000
+        await rig.executor.stop()
+        assert await sim.register(inv.MAX_DISCHARGE_W) == 4000
+    finally:
+        await close(rig)

@@ -180,3 +180,14 @@ def test_the_api_side_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=30, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_power_registers_are_capped_by_the_pis_hard_limits() -> None:
+    deye = profiles.load(profiles.PROFILES_DIR / "deye-sg-lp1.toml")
+    baseline = dict.fromkeys(deye.registers, 0) | {"max_discharge_a": 240}
+    caps = {"max_charge_w": 2000.0, "max_discharge_w": 4000.0}
+    safe = deye.targets(None, {}, baseline, caps)
+    assert safe["max_discharge_a"] == 78  # 4000 W at 51.2 V, not the baseline's 240 A
+    charge = deye.targets("charge", {"power_w": 3000.0, "soc_target": 80.0}, baseline, caps)
+    assert charge["grid_charge_a"] == 39  # 2000 W, not the 3000 W asked for
+    assert deye.targets(None, {}, baseline)["max_discharge_a"] == 240  # no caps, no change

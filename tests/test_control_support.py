@@ -19,7 +19,8 @@ from pi.sim.inverter import EmulatedInverter
 T0 = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 SIM = profiles.load(profiles.PROFILES_DIR / "sim-inverter.toml")
 LOAD = profiles.load(profiles.PROFILES_DIR / "modbus-load.toml")
-LIMITS = Limits(max_charge_w=4000, max_discharge_w=4000, soc_min_pct=10, soc_max_pct=95)
+# The emulated inverter allows 5 kW: these limits keep its defaults (a test tightens them).
+LIMITS = Limits(max_charge_w=4000, max_discharge_w=5000, soc_min_pct=10, soc_max_pct=95)
 
 
 def plan_doc(start: datetime = T0, slots: list[dict[str, Any]] | None = None, *, seq: int = 1,

@@ -40,6 +40,12 @@ def main(argv: list[str]) -> int:
         return report(exc)
 
 
+def _holds_own_settings(status: dict[str, object]) -> bool:
+    """Whether control.json vouches that edgepair left nothing of a plan on the device:
+    a verified safe state, or never having written (it waits for this very baseline)."""
+    return status.get("mode") == "safe" or status.get("reason") == "not_commissioned"
+
+
 def commission(control: ControlConfig, private: Path, public: Path, *, force: bool) -> int:
     """Read every register the profiles write and save them as the baseline."""
     path = private / BASELINE_FILE
@@ -49,10 +55,11 @@ def commission(control: ControlConfig, private: Path, public: Path, *, force: bo
               "state restores it. Replace it with --force.", file=sys.stderr)
         return EXIT_FAILED
     status = atomic.read_json(public / "control.json") if (public / "control.json").exists() else None
-    if isinstance(status, dict) and status.get("mode") == "following" and not force:
-        print("edgepair: the control daemon is following a plan, so the device holds plan values, "
-              "not your own settings. Stop edgepair-pi-control (it leaves the safe state) and "
-              "run this again, or pass --force.", file=sys.stderr)
+    if isinstance(status, dict) and not _holds_own_settings(status) and not force:
+        print(f"edgepair: the control daemon reports mode {status.get('mode')!r} "
+              f"({status.get('reason')}), so the device may hold plan values, not your own "
+              "settings. Stop edgepair-pi-control (it leaves the safe state) and run this "
+              "again once control.json says safe, or pass --force.", file=sys.stderr)
         return EXIT_FAILED
     devices = asyncio.run(_read_all(control))
     document = {"schema": BASELINE_SCHEMA, "taken_at": iso(utcnow()), "profile": control.profile.name,

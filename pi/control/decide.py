@@ -129,7 +129,9 @@ def targets(decision: Decision, config: ControlConfig,
     """Raw register values for the decision: ``name`` (inverter) and ``load.NAME.register``."""
     profile = config.profile
     mode = decision.battery_mode if decision.follow else None
-    out = dict(profile.targets(mode, decision.values, baselines.get("inverter", {})))
+    caps = {"max_charge_w": config.limits.max_charge_w,
+            "max_discharge_w": config.limits.max_discharge_w}
+    out = dict(profile.targets(mode, decision.values, baselines.get("inverter", {}), caps))
     for load in config.loads:
         switch = decision.loads.get(load.name) if decision.follow else None
         for name, raw in load.profile.targets(switch, {}, baselines.get(f"load.{load.name}", {})).items():

@@ -26,6 +26,8 @@ TELEMETRY = ("soc_pct", "battery_w", "grid_w")
 READ_TABLES = ("holding", "input")
 WRITE_TABLES = ("holding", "coil")
 SOURCES = ("power_w", "soc_target")
+# The Pi's hard limits ([control]) a power register may be capped by.
+LIMIT_NAMES = ("max_charge_w", "max_discharge_w")
 
 
 class NotCommissioned(FatalError):
@@ -48,6 +50,11 @@ class Register:
     min: float | None = None
     max: float | None = None
     default: float | None = None
+    # A power register the Pi's own hard limit of this name caps (max_charge_w or
+    # max_discharge_w): no write, not even the commissioned safe state, goes above it.
+    # ``limit_factor``: the register's units per W (a current at the battery's voltage).
+    limit: str | None = None
+    limit_factor: float = 1.0
 
     def decode(self, raw: int) -> float:
         if self.table == "coil":
@@ -96,14 +103,23 @@ class Profile:
     safe: Mapping[str, Write] = field(default_factory=dict)
 
     def targets(self, mode: str | None, values: Mapping[str, float | None],
-                baseline: Mapping[str, int]) -> dict[str, int]:
-        """Raw values for ``mode`` (None: the safe state); NotCommissioned if a baseline is missing."""
+                baseline: Mapping[str, int],
+                caps: Mapping[str, float] | None = None) -> dict[str, int]:
+        """Raw values for ``mode`` (None: the safe state); NotCommissioned if a baseline is missing.
+
+        ``caps``: the Pi's hard limits by name; a register with ``limit`` never exceeds its one.
+        """
         writes = self.safe if mode is None else self.modes[mode]
         out: dict[str, int] = {}
         for name, write in writes.items():
-            raw = self._raw(self.registers[name], write, values, baseline)
-            if raw is not None:
-                out[name] = raw
+            reg = self.registers[name]
+            raw = self._raw(reg, write, values, baseline)
+            if raw is None:
+                continue
+            cap = (caps or {}).get(reg.limit) if reg.limit is not None else None
+            if cap is not None and reg.decode(raw) > cap * reg.limit_factor:
+                raw = reg.encode(cap * reg.limit_factor)
+            out[name] = raw
         return out
 
     def _raw(self, reg: Register, write: Write, values: Mapping[str, float | None],
@@ -213,7 +229,9 @@ def _registers(s: Section, tables: tuple[str, ...]) -> dict[str, Register]:
                        table=r.text("table", "holding", choices=tables),
                        scale=r.number("scale", 1.0), signed=r.flag("signed", False),
                        min=r.number("min", None), max=r.number("max", None),
-                       default=r.number("default", None))
+                       default=r.number("default", None),
+                       limit=r.text("limit", None, choices=LIMIT_NAMES),
+                       limit_factor=r.number("limit_factor", 1.0))
         r.check("scale", reg.scale, lambda v: isinstance(v, float) and v != 0 and math.isfinite(v),
                 "a non-zero number")
         r.done()
