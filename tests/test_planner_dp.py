@@ -6,6 +6,7 @@ import itertools
 import math
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -101,14 +102,37 @@ def test_the_fast_stage_costs_are_the_stage_costs() -> None:
             assert cost == pytest.approx(dp.stage_cost(p, t, dp.battery_ac(p, (k_lo + j) * step)))
 
 
+def full_convolution(after: Any, k_lo: int, cs: list[float], n: int) -> list[float]:
+    """min over k of cs[k - k_lo] + after[i + k], by definition: the oracle, O(N × K)."""
+    return [min((c + after[i + k_lo + j] for j, c in enumerate(cs) if 0 <= i + k_lo + j <= n),
+                default=math.inf) for i in range(n + 1)]
+
+
 def test_the_slope_merge_equals_the_full_convolution() -> None:
     rng = random.Random(7)
     after = dp.array("d", itertools.accumulate(sorted(rng.uniform(-1, 1) for _ in range(40))))
     costs = list(itertools.accumulate(sorted(rng.uniform(-1, 1) for _ in range(9))))
     fast = dp._convolve_convex(after, -4, costs, 39)
-    full = dp._convolve(after, -4, costs, 39)
-    assert len(fast) == len(full) == 40
-    assert list(fast) == pytest.approx(list(full))
+    assert len(fast) == 40
+    assert list(fast) == pytest.approx(full_convolution(after, -4, costs, 39))
+    assert list(dp._convolve(after, -4, costs, 39)) == pytest.approx(list(fast))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_sliding_windows_equal_the_full_convolution_without_convexity(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.randint(5, 60)
+    after = dp.array("d", (rng.uniform(-2, 2) for _ in range(n + 1)))  # any shape at all
+    # A stage cost as _stage makes it: linear runs with kinks (negative or inverted prices).
+    k_lo = -rng.randint(0, 8)
+    kinks = sorted(rng.sample(range(1, 20), 2))
+    slopes = [rng.uniform(-1, 1) for _ in range(3)]
+    cs, c = [], rng.uniform(-1, 1)
+    for j in range(rng.randint(1, 20)):
+        cs.append(c)
+        c += slopes[sum(j >= k for k in kinks)]
+    assert list(dp._convolve(after, k_lo, cs, n)) == pytest.approx(
+        full_convolution(after, k_lo, cs, n), abs=1e-12)
 
 
 def test_within_half_a_percent_of_the_lp_optimum_on_a_96_slot_day() -> None:

@@ -7,15 +7,17 @@ the charge/discharge power limits and the grid import limit. Energy left at the 
 the horizon's lowest price. The stage cost depends only on the number of steps moved, so each
 stage is a min-plus convolution of the next stage's value function with a short cost vector.
 When both are convex (import price ≥ export price ≥ 0: the usual case) that convolution is a
-merge of their slopes, O(N + K) per slot; otherwise it is done in full, O(N × K). Both are
-exact for the discretized problem (tests compare with brute force); the grid's fineness sets
-the distance to the continuous optimum (tests compare with an LP).
+merge of their slopes, O(N + K) per slot; otherwise each linear run of the stage cost is a
+sliding-window minimum, O(N) per run (a few runs a slot). Both are exact for the discretized
+problem (tests compare with brute force); the grid's fineness sets the distance to the
+continuous optimum (tests compare with an LP).
 """
 
 from __future__ import annotations
 
 import math
 from array import array
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
@@ -164,14 +166,47 @@ def _convolve_convex(after: Values, k_lo: int, cs: list[float], n: int) -> Value
 
 
 def _convolve(after: Values, k_lo: int, cs: list[float], n: int) -> Values:
-    """The same without convexity (negative or inverted prices): O(N × K)."""
+    """The same without convexity (negative or inverted prices), exactly, in O(N) per run.
+
+    The stage cost is piecewise linear in the move k (kinks where the battery turns from
+    discharging to charging and where the meter turns from export to import), so on each
+    linear run ``cost(k) = α + s·k`` and ``min_k cost(k) + after[i + k]`` is
+    ``α − s·i + min over the window m ∈ [i + k_a, i + k_b] of (after[m] + s·m)``: a
+    sliding-window minimum (a monotone deque). A handful of runs instead of K passes.
+    """
     best = array("d", [INF]) * (n + 1)
-    for j, c in enumerate(cs):
-        k = k_lo + j
-        lo, hi = max(0, -k), min(n, n - k)
-        if lo <= hi and c < INF:
-            best[lo:hi + 1] = array("d", map(min, best[lo:hi + 1], map(c.__add__, after[lo + k:hi + k + 1])))
+    for a, b in _linear_runs(cs):
+        slope = (cs[b] - cs[a]) / (b - a) if b > a else 0.0
+        k_a, k_b = k_lo + a, k_lo + b
+        alpha = cs[a] - slope * k_a
+        h = [v + slope * m for m, v in enumerate(after)]
+        window: deque[int] = deque()
+        pushed = 0  # the next m to enter the window
+        for i in range(n + 1):
+            lo, hi = max(0, i + k_a), min(n, i + k_b)
+            while pushed <= hi:
+                while window and h[window[-1]] >= h[pushed]:
+                    window.pop()
+                window.append(pushed)
+                pushed += 1
+            while window and window[0] < lo:
+                window.popleft()
+            if lo <= hi and window:
+                best[i] = min(best[i], alpha - slope * i + h[window[0]])
     return best
+
+
+def _linear_runs(cs: Sequence[float]) -> list[tuple[int, int]]:
+    """Index ranges [a, b] over which ``cs`` is linear (adjacent runs share their ends)."""
+    runs: list[tuple[int, int]] = []
+    a = 0
+    for j in range(1, len(cs) - 1):
+        before, after = cs[j] - cs[j - 1], cs[j + 1] - cs[j]
+        if abs(after - before) > 1e-12 + 1e-9 * max(abs(before), abs(after)):
+            runs.append((a, j))
+            a = j
+    runs.append((a, len(cs) - 1))
+    return runs
 
 
 def simulate(p: Problem, battery_w: Sequence[float]) -> tuple[float, float]:
