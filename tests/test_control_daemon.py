@@ -137,6 +137,21 @@ def test_baselines_load_per_device(tmp_path: Path) -> None:
     assert daemon.load_baselines(tmp_path) == {"inverter": {"mode": 1}}
 
 
+def test_a_baseline_of_another_device_or_profile_is_not_used(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    control = sim_config(1502)
+    here = {"address": "127.0.0.1", "port": 1502, "device_id": control.device_id}
+    doc = {"schema": daemon.BASELINE_SCHEMA, "profile": "sim-inverter", "device": here,
+           "devices": {"inverter": {"registers": {"mode": 1}}}}
+    atomic.write_json(tmp_path / daemon.BASELINE_FILE, doc)
+    assert daemon.load_baselines(tmp_path, control) == {"inverter": {"mode": 1}}
+    atomic.write_json(tmp_path / daemon.BASELINE_FILE, {**doc, "device": {**here, "port": 502}})
+    assert daemon.load_baselines(tmp_path, control) == {}
+    atomic.write_json(tmp_path / daemon.BASELINE_FILE, {**doc, "profile": "deye-sg-lp1"})
+    assert daemon.load_baselines(tmp_path, control) == {}
+    assert "run `edgepair control commission --force`" in caplog.text
+
+
 def test_without_a_control_section_the_daemon_refuses(tmp_path: Path) -> None:
     config = load(pi_toml(tmp_path))
     with pytest.raises(Exception, match=r"\[control\]: section missing"):

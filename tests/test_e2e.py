@@ -33,10 +33,10 @@ async def test_failover_end_to_end(tmp_path: Path) -> None:
         # 1. going-offline with a snapshot: DNS → Pi within 1 s, snapshot.json holds it.
         start = time.monotonic()
         done = await asyncio.to_thread(site.notify, "going-offline", "--reason", "suspend")
-        took = await wait_dns("nas.home.arpa", site.dns_port, site.PI_ADDRESS, timeout=1.0)
         assert done.returncode == 0, done.stderr.decode()
-        assert time.monotonic() - start < 5  # includes two Python start-ups
-        assert took < 1.0
+        # The Pi acknowledges only once DNS has switched: the answer is the Pi's already.
+        assert await resolve("nas.home.arpa", site.dns_port) == site.PI_ADDRESS
+        assert time.monotonic() - start < 5  # includes the CLI's Python start-up
         snap = json.loads((tmp_path / "pi-state/public/snapshot.json").read_text())
         assert snap["reason"] == "suspend"
         assert snap["snapshot"]["volumes"][0]["path"] == str(tmp_path)
@@ -54,10 +54,19 @@ async def test_failover_end_to_end(tmp_path: Path) -> None:
         # 3. Killed without notice: unreachable after fall × interval, DNS → Pi.
         stop(host, signal.SIGKILL)
         t = await wait_state(site.api, "unreachable", timeout=5)
-        assert t >= (site.fall - 1) * site.interval
+        assert (site.fall - 1) * site.interval <= t <= site.fall * site.interval + 1.0
         assert await resolve("nas.home.arpa", site.dns_port) == site.PI_ADDRESS
         doc = await status(site.api)
         assert doc["alarm"] is not None
+
+        # 3b. Back from unreachable unannounced (a crash and reboot): online after `rise`
+        # good heartbeats, DNS → host, alarm resolved; then killed again.
+        host = site.start_host()
+        await wait_state(site.api, "online", timeout=10)
+        assert await resolve("nas.home.arpa", site.dns_port) == site.HOST_ADDRESS
+        assert (await status(site.api))["alarm"] is None
+        stop(host, signal.SIGKILL)
+        await wait_state(site.api, "unreachable", timeout=5)
 
         # 4. Wake: a signed POST → a valid 102-byte magic packet for the MAC on 127.0.0.1.
         async with HandshakeClient(site.api, KEY) as client:

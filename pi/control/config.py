@@ -84,7 +84,8 @@ def parse(section: Section, file: Path) -> ControlConfig:
         port=s.integer("port", 502, lo=1, hi=65535),
         device_id=s.integer("device_id", 1, lo=0, hi=255),
         tick_s=s.number("tick_s", 5.0, lo=0.01, hi=60),
-        verify_s=s.number("verify_s", 60.0, lo=0.05, hi=3600),
+        # Re-verify at least every minute: a setpoint is only trusted while it is fresh.
+        verify_s=s.number("verify_s", 60.0, lo=0.05, hi=60),
         settle_s=s.number("settle_s", 2.0, lo=0, hi=60),
         timeout_s=s.number("timeout_s", 2.0, lo=0.05, hi=30),
         write_budget_per_day=s.integer("write_budget_per_day", 200, lo=1, hi=100_000),

@@ -49,7 +49,7 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                     "unit and commission it (`edgepair control commission`)", control.profile.name)
     devices = make_devices(control)
     private = config.private_dir
-    executor = Executor(control, devices, baselines=load_baselines(private),
+    executor = Executor(control, devices, baselines=load_baselines(private, control),
                         budget=WriteBudget(control.write_budget_per_day, private / WRITES_FILE,
                                            lambda: utcnow().date()),
                         kick=lambda: kick("control"))
@@ -64,7 +64,7 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
             if changed.is_set():
                 changed.clear()
                 executor.plan = load_plan(private / plans.PLAN_FILE, control)
-                executor.baselines = load_baselines(private)
+                executor.baselines = load_baselines(private, control)
             await executor.tick()
             kick("control")
             await publisher.publish(executor)
@@ -114,8 +114,12 @@ def load_plan(path: Path, control: ControlConfig) -> plans.Plan | None:
     return plan
 
 
-def load_baselines(private: Path) -> dict[str, dict[str, int]]:
-    """The commissioned baseline per device key ("inverter", "load.NAME"); {} before commissioning."""
+def load_baselines(private: Path, control: ControlConfig | None = None) -> dict[str, dict[str, int]]:
+    """The commissioned baseline per device key ("inverter", "load.NAME"); {} before commissioning.
+
+    With ``control``: a baseline taken with another profile or from another device is
+    not this device's own settings, so it is not used (commission again).
+    """
     try:
         doc = atomic.read_json(private / BASELINE_FILE)
     except (OSError, ValueError) as exc:
@@ -123,6 +127,15 @@ def load_baselines(private: Path) -> dict[str, dict[str, int]]:
         return {}
     if not isinstance(doc, dict) or doc.get("schema") != BASELINE_SCHEMA:
         return {}
+    if control is not None:
+        taken = (doc.get("profile"), doc.get("device"))
+        here = (control.profile.name, {"address": control.address, "port": control.port,
+                                       "device_id": control.device_id})
+        if taken != here:
+            log.error("control: the baseline in %s was taken with profile %s from %s, not %s "
+                      "from %s: it is not used; run `edgepair control commission --force`",
+                      private / BASELINE_FILE, taken[0], taken[1], here[0], here[1])
+            return {}
     devices = doc.get("devices", {})
     return {key: {n: int(v) for n, v in dev.get("registers", {}).items()}
             for key, dev in devices.items() if isinstance(dev, dict)}
