@@ -64,16 +64,36 @@ class NonceCache:
         self._seen[nonce] = now
         return True
 
+    def to_json(self) -> dict[str, float]:
+        """The nonces still inside the replay horizon (kept across a restart)."""
+        return dict(self._seen)
+
+    @classmethod
+    def from_json(cls, data: object, now: float, window_s: float = WINDOW_S) -> NonceCache:
+        """A cache from ``to_json``; ValueError when ``data`` is not one."""
+        if not isinstance(data, dict) or not all(
+                isinstance(k, str) and isinstance(v, int | float) for k, v in data.items()):
+            raise ValueError("expected an object of nonce → time")
+        cache = cls(window_s)
+        for nonce, seen in sorted(data.items(), key=lambda item: item[1]):
+            if seen >= now - 2 * window_s:
+                cache._seen[nonce] = float(seen)
+        return cache
+
 
 class Verifier:
     """Checks signed requests; raises AuthError with a reason that is safe to show."""
 
     def __init__(self, key: bytes, clock: Callable[[], float] = time.time,
-                 window_s: float = WINDOW_S) -> None:
+                 window_s: float = WINDOW_S, *, nonces: NonceCache | None = None,
+                 not_before: float | None = None) -> None:
+        """``nonces``: the replay cache kept over a clean restart. ``not_before``: without
+        it (a crash), requests signed before this start might be replays: refused."""
         self.key = key
         self.clock = clock
         self.window_s = window_s
-        self.nonces = NonceCache(window_s)
+        self.nonces = nonces or NonceCache(window_s)
+        self.not_before = not_before
 
     def verify(self, header: str | None, method: str, path_qs: str, body: bytes,
                headers: Mapping[str, str] | None = None) -> None:
@@ -91,6 +111,9 @@ class Verifier:
                             hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, sig):
             raise AuthError("bad signature (wrong key, or the request was altered)")
+        if self.not_before is not None and ts < self.not_before:
+            raise AuthError("signed before this server started (its replay cache was lost "
+                            "in a crash): send it again")
         if not self.nonces.add(nonce, now):
             raise AuthError("replayed request (nonce already used)")
 

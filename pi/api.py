@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -16,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from handshake import __version__, atomic
-from handshake.auth import Verifier
+from handshake.auth import NonceCache, Verifier
 from handshake.http import json_body, json_error, make_app, signed, verify_request
 from handshake.messages import ComingOnline, GoingOffline, WakeRequest
 from handshake.optional import optional_module
@@ -48,12 +49,15 @@ API_EXTENSIONS = ("pi.control.planapi",)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 # Loops that feed the systemd watchdog (each kicks at least every heartbeat interval).
 WATCHDOG_LOOPS = ("heartbeat",)
+# The handshake's replay cache, kept over a clean restart (see restore_verifier).
+NONCES_FILE = "handshake-nonces.json"
 
 
 def build_app(config: PiConfig, controller: HostController, key: bytes,
-              clock: Callable[[], float] = time.time) -> web.Application:
+              clock: Callable[[], float] = time.time,
+              verifier: Verifier | None = None) -> web.Application:
     """The aiohttp application (routes only; loops are started by ``run``)."""
-    app = make_app(config.api.max_body_bytes, Verifier(key, clock=clock))
+    app = make_app(config.api.max_body_bytes, verifier or Verifier(key, clock=clock))
     app[CONTROLLER] = controller
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
@@ -203,7 +207,8 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
             probe = HeartbeatProbe(config.host.url, config.host.heartbeat_timeout_s, session)
             controller = HostController(config, dns, wol.send, probe.probe, kick=kick)
             await controller.start()
-            app = build_app(config, controller, secrets.handshake_key)
+            verifier = restore_verifier(config, secrets.handshake_key)
+            app = build_app(config, controller, secrets.handshake_key, verifier=verifier)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             try:
@@ -220,8 +225,40 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                     group.create_task(_publish_pi_stats(config))
             finally:
                 await runner.cleanup()
+                save_nonces(config, verifier)
         finally:
             await dns.close()
+
+
+def restore_verifier(config: PiConfig, key: bytes, now: float | None = None) -> Verifier:
+    """The signature checker, with the replay cache a clean stop left behind.
+
+    Without one (first start, or a crash) every request signed before this start is
+    refused: it might be a replay of one accepted by the process that died.
+    """
+    now = time.time() if now is None else now
+    started = int(now)  # signatures carry whole seconds
+    path = config.private_dir / NONCES_FILE
+    try:
+        nonces = NonceCache.from_json(atomic.read_json(path), now)
+    except FileNotFoundError:
+        return Verifier(key, not_before=started)
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return Verifier(key, not_before=started)
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # used once: a later crash must not find it again
+    return Verifier(key, nonces=nonces)
+
+
+def save_nonces(config: PiConfig, verifier: Verifier) -> None:
+    """Keep the replay cache over a clean restart (a few hundred bytes, once per stop)."""
+    path = config.private_dir / NONCES_FILE
+    try:
+        atomic.write_json(path, verifier.nonces.to_json(), mode=0o600)
+    except OSError as exc:
+        log.warning("cannot save the replay cache to %s: %s", path, exc)
 
 
 async def _publish_pi_stats(config: PiConfig) -> None:

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from handshake.auth import keygen, sign
 from handshake.client import HandshakeClient
-from handshake.errors import RequestError
+from handshake.errors import AuthError, RequestError
 from pi import api
 from pi.config import load
 from pi.heartbeat import Beat
@@ -337,3 +337,26 @@ async def test_openapi_matches_the_routes(make_rig: RigFactory) -> None:
             assert op["security"] == [{"EdgePair": []}, {}]
         else:
             assert (op.get("security") == [{"EdgePair": []}]) == signed, path
+
+
+def test_the_replay_cache_survives_a_clean_restart_and_a_crash_refuses_older_requests(
+        tmp_path: Path) -> None:
+    config = load(pi_toml(tmp_path))
+    body = b"{}"
+    header = sign(KEY, "POST", "/api/v1/wake", body, now=lambda: 1_000_000.0)
+    first = api.restore_verifier(config, KEY, now=1_000_000.5)  # first start: no cache
+    first.clock = lambda: 1_000_001.0
+    first.verify(header, "POST", "/api/v1/wake", body)  # signed in the start's second: fine
+    api.save_nonces(config, first)  # a clean stop (SIGTERM)
+    second = api.restore_verifier(config, KEY, now=1_000_005.0)
+    second.clock = lambda: 1_000_006.0
+    with pytest.raises(AuthError, match="replayed"):
+        second.verify(header, "POST", "/api/v1/wake", body)
+    # A crash leaves no cache (it was used once and removed): what was signed before the
+    # new start is refused, since it might be a replay.
+    third = api.restore_verifier(config, KEY, now=1_000_010.0)
+    third.clock = lambda: 1_000_011.0
+    with pytest.raises(AuthError, match="signed before this server started"):
+        third.verify(header, "POST", "/api/v1/wake", body)
+    fresh = sign(KEY, "POST", "/api/v1/wake", body, now=lambda: 1_000_011.0)
+    third.verify(fresh, "POST", "/api/v1/wake", body)
