@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import signal
 import sqlite3
@@ -211,3 +212,37 @@ async def test_kill_9_loses_at_most_the_unflushed_batch(tmp_path: Path,
     # a clean stop commits the pending batch; a poll cut short may have been answered
     assert 0 <= served - stored <= len(plugs), (served, stored)
     assert "Traceback" not in (tmp_path / "power.log").read_text()
+
+
+async def test_an_unreachable_host_is_hung_or_off_by_its_plug_end_to_end(
+        tmp_path: Path, plugs: dict[str, EmulatedPlug]) -> None:
+    """The real power daemon reads the host's emulated plug over KLAP; the api daemon's
+    controller, with the host not answering, tells "hung" (still drawing) from "off"."""
+    from pi import state as sm  # noqa: PLC0415
+    from pi.heartbeat import Beat  # noqa: PLC0415
+    from pi.hostloop import HostController  # noqa: PLC0415
+    from tests.memdns import MemoryDns  # noqa: PLC0415
+
+    async def send_wol() -> None:
+        pass
+
+    async def probe() -> Beat:
+        return Beat(ok=False, at=time.time(), error="refused")
+
+    plugs["nas"].power_w = 36.0  # a host that froze with its fans and disks running
+    path = site(tmp_path, plugs)
+    async with running(path) as state:
+        controller = HostController(state["config"], MemoryDns(), send_wol, probe)
+        await controller.handle(sm.ComingOnline())
+        for _ in range(state["config"].host.fall):
+            await controller.handle(sm.HeartbeatFail("refused"))
+        assert controller.status.state is sm.HostState.UNREACHABLE
+        public = state["config"].public_dir
+        await wait_plug(public, "nas", lambda p: p["live_w"] == 36.0)
+        assert controller.document(time.time())["power"]["state"] == "hung"
+        plugs["nas"].power_w = 0.8  # its power supply gave up
+        await wait_plug(public, "nas", lambda p: p["live_w"] == 0.8)
+        power = controller.document(time.time())["power"]
+        assert (power["plug"], power["state"], power["watts"]) == ("nas", "off", 0.8)
+        host_json = json.loads((public / "host.json").read_text())
+        assert host_json["state"] == "unreachable"

@@ -18,7 +18,8 @@ from handshake.errors import FatalError, TemporaryError
 from handshake.timeutil import iso
 from pi import config as pi_config
 from pi.power import history as history_module
-from pi.power.config import PowerConfig
+from pi.power.config import PlugConfig, PowerConfig
+from pi.power.health import PlugError, PlugStatus, Reading
 from pi.power.history import History, Pending, Sample
 from pi.power.service import PowerService
 from tests.fakes.power_site import Clock, PlugSpec, ScriptedLink, power_config, read_power
@@ -321,3 +322,17 @@ def test_pending_is_bounded() -> None:
         pending.add("nas", T0 + k, 1.0, None, None, interval_s=1, max_gap_s=2.5)
     assert [s.ts for s in pending.samples] == [round((T0 + k) * 1000) for k in (2, 3, 4)]
     assert pending.dropped == 2
+
+
+def test_a_failing_plug_is_asked_again_with_a_capped_doubling_delay() -> None:
+    status = PlugStatus(PlugConfig(name="nas", address="127.0.0.1", interval_s=5.0))
+    delays = []
+    for _ in range(8):
+        delays.append(status.next_poll_in(max_backoff_s=60.0))
+        status.failed(PlugError("unreachable", "refused"))
+    assert delays == [5.0, 5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0]
+    for _ in range(1000):
+        status.failed(PlugError("unreachable", "refused"))
+    assert status.next_poll_in(max_backoff_s=60.0) == 60.0  # no overflow after a long outage
+    status.succeeded(Reading(at=T0, w=30.0))
+    assert status.next_poll_in(max_backoff_s=60.0) == 5.0  # back to the interval at once
