@@ -58,9 +58,9 @@ class HostController:
         self.quiet = QuietLogger(log)
         self._broken: set[str] = set()  # loops whose last iteration failed unexpectedly
         self.lock = asyncio.Lock()
+        self.alarm: Alarm | None = None  # restored with the state (an alarm survives a restart)
         self.status = self._restore()
         self.last_beat: Beat | None = None
-        self.alarm: Alarm | None = None
         self.dns_error: str | None = None
         self.dns_address: str | None = None
         self.last_wol: dict[str, Any] | None = None
@@ -82,6 +82,10 @@ class HostController:
             if isinstance(data, dict):
                 status = sm.HostStatus.from_json(data)
                 log.info("restored host state %s since %s", status.state.value, iso(status.since))
+                alarm = data.get("alarm")
+                if isinstance(alarm, dict):
+                    with contextlib.suppress(KeyError, TypeError, ValueError):
+                        self.alarm = Alarm(str(alarm["message"]), float(alarm["since"]))
                 return status
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable %s: %s", self._state_path(), exc)
@@ -89,7 +93,10 @@ class HostController:
 
     def _persist(self) -> None:
         try:
-            atomic.write_json(self._state_path(), self.status.to_json(), mode=0o600)
+            alarm = None if self.alarm is None else {"message": self.alarm.message,
+                                                     "since": self.alarm.since}
+            atomic.write_json(self._state_path(), {**self.status.to_json(), "alarm": alarm},
+                              mode=0o600)
         except OSError as exc:  # failover goes on; only a restart would forget the state
             self.quiet.failure("persist", "cannot save the host state to %s: %s",
                                self._state_path(), exc.strerror or exc)
@@ -114,7 +121,8 @@ class HostController:
             for action in actions:
                 await self._perform(action, now)
             changed = (before.state, before.since, before.wake_at) != (
-                self.status.state, self.status.since, self.status.wake_at)
+                self.status.state, self.status.since, self.status.wake_at) or any(
+                isinstance(a, sm.Alarm | sm.Resolved) for a in actions)
             if changed:
                 self._persist()
             if changed or actions:

@@ -112,6 +112,7 @@ async def test_state_and_since_survive_a_restart(tmp_path: Path) -> None:
     second = HostController(config, MemoryDns(), send_wol, probe, clock=lambda: 6000.0)
     assert second.status.state is sm.HostState.GOING_OFFLINE
     assert second.status.since == 5000.0
+    assert second.alarm is None
     assert second.status.wake_at == 9000.0
 
 
@@ -278,3 +279,27 @@ async def test_a_full_sd_card_does_not_stop_failover(
     assert controller.status.state is sm.HostState.ONLINE
     assert dns.address == "127.0.0.3"
     assert "No space left on device" in caplog.text
+
+
+async def test_an_alarm_survives_a_restart_until_resolved(tmp_path: Path) -> None:
+    config = load(pi_toml(tmp_path))
+
+    async def probe() -> Beat:
+        return Beat(ok=False, at=time.time())
+
+    async def send_wol() -> None:
+        pass
+
+    first = HostController(config, MemoryDns(), send_wol, probe, clock=lambda: 5000.0)
+    await first.handle(sm.ComingOnline())
+    for _ in range(config.host.fall):
+        await first.handle(sm.HeartbeatFail("refused"))
+    assert first.alarm is not None
+    second = HostController(config, MemoryDns(), send_wol, probe, clock=lambda: 6000.0)
+    assert second.status.state is sm.HostState.UNREACHABLE
+    assert second.alarm is not None
+    assert (second.alarm.message, second.alarm.since) == (first.alarm.message, 5000.0)
+    assert second.document(6000.0)["alarm"]["message"] == "host stopped answering without notice"
+    await second.handle(sm.ComingOnline())
+    third = HostController(config, MemoryDns(), send_wol, probe, clock=lambda: 7000.0)
+    assert third.alarm is None

@@ -147,7 +147,7 @@ class PowerService:
             self._failed(status, PlugError("stale", problem))
             return
         ended = status.succeeded(reading)
-        self.quiet.success(name, "plug %s answers again (after %d failed polls): %.1f W",
+        self.quiet.success(f"plug:{name}", "plug %s answers again (after %d failed polls): %.1f W",
                            name, ended, reading.w)
         plug = status.config
         self.pending.add(name, reading.at, reading.w, reading.today_wh, reading.month_wh,
@@ -157,9 +157,10 @@ class PowerService:
         name = status.config.name
         self.pending.failed(name)
         if status.failure is not None and status.failure != error.kind:
-            self.quiet.failing.discard(name)  # a different failure is news: warn again
+            self.quiet.failing.discard(f"plug:{name}")  # a different failure is news: warn again
         status.failed(error)
-        self.quiet.failure(name, "plug %s is %s: %s (next try in %.3g s)", name, error.kind,
+        # Keyed apart from "history"/"publish": a plug may well be named so.
+        self.quiet.failure(f"plug:{name}", "plug %s is %s: %s (next try in %.3g s)", name, error.kind,
                            error, status.next_poll_in(self.power.max_backoff_s))
 
     async def flush(self) -> None:
