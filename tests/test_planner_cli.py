@@ -208,3 +208,36 @@ def test_the_demo_plan_is_valid_on_the_demo_pi(tmp_path: Path) -> None:
     assert {slot.battery_mode for slot in plan.slots} >= {"normal"}
     assert sum(slot.loads["boiler"] for slot in plan.slots) >= 8
     assert doc["optimizer"]["savings_eur"] > -0.01  # a sunny day leaves little to gain
+
+
+def test_a_plan_that_would_do_worse_than_doing_nothing_is_not_pushed_as_such() -> None:
+    """A sunny day with paid import at noon: the modes the inverter knows lose what the
+    DP found (the benchmark's negative-price day); the plan leaves the inverter alone."""
+    from host.planner import dp  # noqa: PLC0415
+    from host.planner.config import BatteryModel, PlannerConfig, Source  # noqa: PLC0415
+    from tests.test_planner_dp import winter_day  # noqa: PLC0415
+
+    price, pv, load = winter_day(1, slots=96)
+    price = [-0.05 if 40 <= t < 60 else x for t, x in enumerate(price)]
+    battery = BatteryModel(capacity_wh=10_000, soc_min_pct=10, soc_max_pct=100,
+                           max_charge_w=3000, max_discharge_w=3000, round_trip_efficiency=0.9)
+    planner = PlannerConfig(prices=Source("/unused.json"), battery=battery, soc_step_pct=0.1)
+    start = datetime(2030, 6, 1, tzinfo=UTC)
+    data = cli.Inputs(start=start, price=price, export_price=[0.08] * 96,
+                      pv_w=[w * 8 for w in pv], load_w=load, loads={})
+    problem = dp.Problem(price=price, export_price=[0.08] * 96, pv_w=data.pv_w, load_w=load,
+                         battery=battery, soc0_pct=50, slot_s=cli.SLOT_S, soc_step_pct=0.1)
+    executed = dp.net_cost(problem, dp.execute(problem, dp.modes(problem, dp.solve(problem))))
+    assert executed > dp.net_cost(problem, dp.self_consumption(problem))  # the trap is real
+    plan = cli.build(planner, data, 50.0, "config", 1, start)
+    assert plan["optimizer"]["status"] == "fallback"
+    assert {s["battery_mode"] for s in plan["slots"]} == {"normal"}
+    assert plan["optimizer"]["savings_eur"] == 0
+    assert validate(plan, battery_limits(battery), ()).optimizer["status"] == "fallback"
+
+
+def battery_limits(battery: Any) -> Any:
+    from pi.control.config import Limits  # noqa: PLC0415
+
+    return Limits(max_charge_w=battery.max_charge_w, max_discharge_w=battery.max_discharge_w,
+                  soc_min_pct=battery.soc_min_pct, soc_max_pct=battery.soc_max_pct)

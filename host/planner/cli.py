@@ -174,6 +174,12 @@ def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq
     expected, end_soc = dp.simulate(problem, dp.execute(problem, modes))
     baseline, baseline_end = dp.simulate(problem, dp.self_consumption(problem))
     worth = dp.terminal_price(problem) * b.capacity_wh * math.sqrt(b.round_trip_efficiency) / 1e5
+    status = "optimal"
+    if baseline - expected + worth * (end_soc - baseline_end) < 0:
+        # The modes the inverter understands can lose what the DP found (paid import while
+        # the sun shines, say): never push a plan that does worse than leaving it alone.
+        modes = [("normal", None, None)] * len(modes)
+        expected, end_soc, status = baseline, baseline_end, "fallback"
     until = data.start + timedelta(seconds=len(modes) * SLOT_S)
     slots = []
     for t, (mode, power, target) in enumerate(modes):
@@ -189,7 +195,7 @@ def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq
         "limits": {"max_charge_w": b.max_charge_w, "max_discharge_w": b.max_discharge_w,
                    "soc_min_pct": b.soc_min_pct, "soc_max_pct": b.soc_max_pct},
         "optimizer": {
-            "status": "optimal", "solver": "dp", "soc_step_pct": planner.soc_step_pct,
+            "status": status, "solver": "dp", "soc_step_pct": planner.soc_step_pct,
             "solve_ms": round(solve_ms, 1), "start_soc_pct": round(soc, 1), "soc_source": soc_source,
             "expected_cost_eur": round(expected, 4), "end_soc_pct": round(end_soc, 1),
             "baseline_cost_eur": round(baseline, 4), "baseline_end_soc_pct": round(baseline_end, 1),
