@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake import __version__
-from handshake.timeutil import iso
+from handshake.timeutil import iso, parse_iso
 
 PI_SCHEMA = "edgepair.pi/1"
 THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
@@ -32,8 +33,44 @@ def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
         "memory": _memory(),
         "temperature_c": _temperature(),
         "disk": _disk(state_dir),
-        "daemons": {name: {"version": __version__, "pid": os.getpid()} for name in daemons},
+        "daemons": daemon_states(state_dir / "public", daemons, now),
     }
+
+
+# The public file each daemon besides the api (this process) keeps fresh.
+DAEMON_FILES = {"power": "power.json", "inbox": "inbox.json", "control": "control.json"}
+# A file older than this many of its own intervals: its writer is not running (or hung).
+STALE_INTERVALS = 3
+
+
+def daemon_states(public: Path, daemons: tuple[str, ...], now: float) -> dict[str, Any]:
+    """Each configured daemon: running or not, judged by its own public file's age.
+
+    With one systemd unit per daemon they are separate processes: only the api is this
+    one, the others show that they live by keeping their file fresh.
+    """
+    out: dict[str, Any] = {}
+    for name in daemons:
+        if name == "api":
+            out[name] = {"version": __version__, "pid": os.getpid(), "running": True,
+                         "last_seen": iso(now)}
+            continue
+        seen = _generated_at(public / DAEMON_FILES.get(name, f"{name}.json"))
+        running = seen is not None and now - seen[0] <= STALE_INTERVALS * seen[1]
+        out[name] = {"version": __version__, "running": running,
+                     "last_seen": None if seen is None else iso(seen[0])}
+    return out
+
+
+def _generated_at(path: Path) -> tuple[float, float] | None:
+    """(generated_at, interval_s) of a public file; None when absent or unreadable."""
+    try:
+        doc = json.loads(path.read_bytes())
+        at = parse_iso(doc["generated_at"]).timestamp()
+        interval = float(doc.get("interval_s") or 60.0)
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
+        return None
+    return at, interval
 
 
 def _uptime() -> float | None:

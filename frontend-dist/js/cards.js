@@ -182,7 +182,8 @@ export function renderPi(body, doc) {
     ["Disk", disk ? `${bytes(disk.used_bytes)} of ${bytes(disk.total_bytes)} used (${percent((100 * disk.used_bytes) / disk.total_bytes, 0)})` : "—", "disk"],
     ["Up", typeof doc.uptime_s === "number" ? duration(doc.uptime_s) : "—", "uptime"],
     ["Name", doc.hostname ?? "—", "hostname"],
-    ["Daemons", daemons.length ? daemons.map(([name, d]) => `${name} ${d?.version ?? ""}`.trim()).join(", ") : "—", "daemons"],
+    ["Daemons", daemons.length ? daemons.map(([name, d]) =>
+      `${name} ${d?.version ?? ""}${d?.running === false ? " (not running)" : ""}`.trim()).join(", ") : "—", "daemons"],
   ]));
 }
 
