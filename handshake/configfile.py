@@ -211,13 +211,16 @@ def load_secrets(path: Path) -> Secrets:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise ConfigError([f"{path}: secrets file not found (create it with `edgepair keygen`)"]) from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError([
-            f"{path}: secrets file is readable by group or others (mode {stat.S_IMODE(mode):o}); "
-            f"expected 600: run `chmod 600 {path}`"
-        ])
-    data = load_toml(path)
     problems = Problems(path)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        # Refused, but read on: check-config says everything that is wrong at once.
+        problems.items.append(
+            f"{path}: secrets file is readable by group or others (mode {stat.S_IMODE(mode):o}); "
+            f"expected 600: run `chmod 600 {path}`")
+    try:
+        data = load_toml(path)
+    except ConfigError as exc:
+        raise ConfigError(problems.items + exc.problems) from None
     sec = Section(problems, "", data)
     key_hex = sec.text("handshake_key")
     key = b""

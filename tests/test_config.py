@@ -77,6 +77,13 @@ def test_secrets_must_not_be_readable_by_others(tmp_path: Path) -> None:
         load_secrets(path)
     path.chmod(0o600)
     assert load_secrets(path).handshake_key == KEY
+    # Readable and broken: both said at once (no second run after the chmod to learn more).
+    write_secrets(path, key_hex="abcd", mode=0o644)
+    with pytest.raises(ConfigError) as info:
+        load_secrets(path)
+    problems = "\n".join(info.value.problems)
+    assert "readable by group or others" in problems
+    assert "handshake_key: expected at least 32 bytes" in problems
 
 
 def test_short_or_non_hex_keys_are_refused(tmp_path: Path) -> None:
