@@ -410,6 +410,35 @@ async def test_a_batch_on_a_full_disk_stores_nothing(tmp_path: Path, aiohttp_cli
     assert inbox(tmp_path) == {}
 
 
+@pytest.mark.parametrize("others", [0, 1])  # alone (per-file fsync) or with a sibling (syncfs)
+async def test_a_batch_write_failing_halfway_places_nothing_and_is_not_acknowledged(
+        tmp_path: Path, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch,
+        others: int) -> None:
+    """A quota or I/O error in the middle of a file: never linked, never receipted, never 201."""
+    real_writev = os.writev
+
+    def half_then_quota(fd: int, pieces: list[bytes]) -> int:
+        data = b"".join(pieces)
+        if len(data) > 1000:
+            os.write(fd, data[:len(data) // 2])
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        return real_writev(fd, pieces)
+
+    monkeypatch.setattr(store.os, "writev", half_then_quota)
+    app = agent.build_app(host_config(tmp_path), boot_id="b")
+    tc: Client = await aiohttp_client(app)
+    photo = os.urandom(100_000)
+    body = frame("a.txt", b"x" * 10) * others + frame("photo.jpg", photo)
+    async with HandshakeClient(str(tc.make_url("")), KEY) as pi:
+        results = await post_batch(pi, body)
+        assert [r["status"] for r in results] == [201] * others + [507]
+        monkeypatch.setattr(store.os, "writev", real_writev)
+        again = await post_batch(pi, frame("photo.jpg", photo))  # no receipt was recorded
+    assert again[0]["status"] == 201
+    assert again[0]["duplicate"] is False
+    assert inbox(tmp_path)["photo.jpg"] == photo
+
+
 def test_a_large_upload_is_pushed_to_disk_in_windows_as_it_arrives(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Writeback starts per window (overlapping the network); at most two windows dirty."""

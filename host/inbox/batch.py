@@ -146,6 +146,9 @@ def _prepare(config: HostInboxConfig, ledger: Ledger, items: list[Item],
             item.upload.write([item.data])
         except OSError as exc:
             _failed(item, exc)
+            if item.upload is not None:  # a partly written temp file must never be placed
+                item.upload.discard()
+                item.upload = None
 
 
 def _fsync(item: Item) -> OSError | None:
@@ -163,8 +166,15 @@ def _commit(config: HostInboxConfig, ledger: Ledger, items: list[Item]) -> None:
     placed: list[tuple[Item, str, bool]] = []
     for item in items:
         assert item.upload is not None
+        if item.upload.size != len(item.data):  # never a partial file at a final path
+            item.fail(500, "storage_error", f"wrote {item.upload.size} of {len(item.data)} bytes")
+            continue
         try:
+            item.upload.check(item.sha256)
             stored_as, duplicate = item.upload.place(item.parts, item.sha256, sync=False)
+        except store.ContentMismatch as exc:
+            item.fail(500, "storage_error", str(exc))
+            continue
         except names.PathRejected as exc:
             item.fail(exc.status, exc.code, str(exc))
             continue
