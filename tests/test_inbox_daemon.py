@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -383,6 +384,79 @@ def test_a_file_changed_after_it_was_sent_is_not_deleted(tmp_path: Path) -> None
     assert not path.exists()
     assert upload.url_path("a b/é%.txt") == "/api/v1/inbox/a%20b/%C3%A9%25.txt"
     assert upload.url_path(os.fsdecode(b"bad\xff")) == "/api/v1/inbox/bad%FF"
+
+
+def test_a_new_version_saved_over_the_name_during_the_delete_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """How Office saves: write ~WRD0001.tmp, rename it over doc.docx, between our check
+    and our removal. The new version must survive, under its own name."""
+    path = tmp_path / "doc.docx"
+    path.write_bytes(b"version 1")
+    before = Identity.of(path.stat())
+    (tmp_path / "~WRD0001.tmp").write_bytes(b"version 2!")
+    real_rename = os.rename
+    raced = []
+
+    def save_first(src: Any, dst: Any) -> None:
+        if not raced:
+            raced.append(1)
+            real_rename(tmp_path / "~WRD0001.tmp", path)  # the editor saves right now
+        real_rename(src, dst)
+
+    monkeypatch.setattr(upload.os, "rename", save_first)
+    assert upload.delete_if_unchanged(path, before) is False
+    assert path.read_bytes() == b"version 2!"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.docx"]  # nothing left aside
+
+
+def test_same_size_and_mtime_but_rewritten_is_not_the_sent_file(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"A" * 100)
+    st = path.stat()
+    before = Identity.of(st)
+    time.sleep(0.01)
+    path.write_bytes(b"B" * 100)  # same size, same inode ...
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and the client keeps the mtime
+    assert upload.delete_if_unchanged(path, before) is False  # ctime tells
+    assert path.read_bytes() == b"B" * 100
+
+
+def test_a_file_left_aside_by_a_crash_comes_back_under_its_name(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    aside = tmp_path / "sub" / f"{upload.SENT_PREFIX}0a1b2c3d-report.pdf"
+    aside.write_bytes(b"pdf")
+    (tmp_path / "taken.txt").write_bytes(b"someone else's")
+    other = tmp_path / f"{upload.SENT_PREFIX}ffffffff-taken.txt"
+    other.write_bytes(b"ours")
+    restored = upload.restore_aside(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in restored) == [
+        "sub/report.pdf", "taken (edgepair 2).txt"]
+    assert (tmp_path / "taken.txt").read_bytes() == b"someone else's"
+    assert not any(p.name.startswith(upload.SENT_PREFIX) for p in tmp_path.rglob("*"))
+
+
+async def test_a_large_file_appended_to_while_it_streams_is_not_stored(
+        tmp_path: Path, host_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "pi-inbox"
+    root.mkdir()
+    path = root / "video.mp4"
+    path.write_bytes(os.urandom(3 * upload.CHUNK_BYTES))
+    real_pread = os.pread
+    reads: list[int] = []
+
+    def append_midway(fd: int, n: int, offset: int) -> bytes:
+        reads.append(offset)
+        if len(reads) == 5:  # hashed (3 pieces), 2 streamed: a writer opens it and appends
+            with path.open("ab") as f:
+                f.write(os.urandom(1000))
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(upload.os, "pread", append_midway)
+    async with HandshakeClient(host_url, KEY) as client:
+        with pytest.raises(upload.FileChanged):
+            await upload.send(client, root, "video.mp4", upload.Progress("video.mp4", 0, 0.0))
+    assert host_files(tmp_path) == {}  # no prefix under video.mp4
+    assert path.stat().st_size == 3 * upload.CHUNK_BYTES + 1000
 
 
 async def test_run_refuses_a_config_without_inbox(tmp_path: Path) -> None:

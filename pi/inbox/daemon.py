@@ -80,6 +80,9 @@ class Inbox:
 
     async def run(self, ready: Callable[[], None], kick: Callable[[str], None]) -> None:
         await asyncio.to_thread(_make_dirs, self.root, self.config.public_dir)
+        for path in await asyncio.to_thread(upload.restore_aside, self.root):
+            log.info("%s: back under its name after an interrupted delete; it is sent again",
+                     path)
         async with aiohttp.ClientSession() as session:
             self.sender.client = HandshakeClient(self.config.host.url, self.key, session)
             self.api = HandshakeClient(api_url(self.config), self.key, session)

@@ -32,15 +32,28 @@ def ignored(rel: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """What must not change between "ready" and "deleted": size, mtime and inode."""
+    """What must not change between "ready" and "deleted": size, mtime, inode, ctime.
+
+    mtime is the client's to set (SMB SetFileTime, a copy that keeps it) and a freed
+    inode is reused at once, so a different file can match size, mtime and inode;
+    ctime only the kernel sets, on every change.
+    """
 
     size: int
     mtime_ns: int
     ino: int
+    ctime_ns: int = 0
+    dev: int = 0
 
     @classmethod
     def of(cls, st: os.stat_result) -> Identity:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev)
+
+    def same_file(self, st: os.stat_result) -> bool:
+        """Whether ``st`` is this file's inode with this content (its ctime aside: our own
+        rename changes it)."""
+        return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) == (
+            self.ino, self.dev, self.size, self.mtime_ns)
 
 
 @dataclass(slots=True)

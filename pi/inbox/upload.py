@@ -20,6 +20,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import secrets
 import stat
 import threading
 from collections.abc import AsyncIterator
@@ -42,6 +43,8 @@ STALL_S = 30.0
 # The host fsyncs the whole file before it answers; a slow disk takes a while for a large one.
 ANSWER_S = 120.0
 PATH_PREFIX = "/api/v1/inbox/"
+# A sent file is renamed to this hidden prefix + a token + its name just before it goes.
+SENT_PREFIX = ".edgepair-sent-"
 
 
 class FileChanged(TemporaryError):
@@ -105,7 +108,7 @@ async def send(client: HandshakeClient, root: Path, rel: str, progress: Progress
                     sha256 = known[1]
                 else:
                     sha256 = await asyncio.to_thread(_hash, fd, before.size)
-                body = _chunks(fd, before.size, progress, deadline, reads, stall_s, answer_s)
+                body = _chunks(fd, before, progress, deadline, reads, stall_s, answer_s)
             try:
                 answer = await client.stream("PUT", url_path(rel), body, content_sha256=sha256,
                                              content_length=before.size, read_timeout_s=answer_s)
@@ -177,15 +180,18 @@ def _hash(fd: int, size: int, cancel: threading.Event | None = None) -> str:
     return hasher.hexdigest()
 
 
-async def _chunks(fd: int, size: int, progress: Progress, deadline: asyncio.Timeout,
+async def _chunks(fd: int, before: Identity, progress: Progress, deadline: asyncio.Timeout,
                   reads: list[asyncio.Future[bytes]], stall_s: float,
                   answer_s: float) -> AsyncIterator[bytes]:
     """The body, read ahead by one piece; each piece taken by the host renews the deadline.
 
     Each read ahead is appended to ``reads``, so the caller can wait for the last one
-    before closing ``fd`` however the request ends.
+    before closing ``fd`` however the request ends. A file that changed while it was
+    streamed (appended to by a writer that opened it again) ends the body one piece
+    short: the host stores nothing, instead of a prefix under the file's final name.
     """
     loop = asyncio.get_running_loop()
+    size = before.size
     offset = 0
     reads.append(asyncio.ensure_future(asyncio.to_thread(os.pread, fd, CHUNK_BYTES, 0)))
     while offset < size:
@@ -197,6 +203,9 @@ async def _chunks(fd: int, size: int, progress: Progress, deadline: asyncio.Time
         if offset < size:
             reads[-1:] = [asyncio.ensure_future(asyncio.to_thread(
                 os.pread, fd, min(CHUNK_BYTES, size - offset), offset))]
+        elif Identity.of(os.fstat(fd)) != before:
+            progress.shrank = True  # "changed": send() turns what follows into FileChanged
+            raise FileChanged("changed while being sent")
         yield chunk
         progress.sent_bytes = offset
         deadline.reschedule(loop.time() + stall_s)
@@ -219,12 +228,53 @@ def writer_present(fd: int) -> bool | None:
 
 
 def delete_if_unchanged(path: Path, before: Identity) -> bool:
-    """Unlink ``path`` if it is still the file that was sent; False when it changed."""
+    """Remove ``path`` if it is still the file that was sent; False when it changed.
+
+    A check and an unlink by name are two look-ups: a new version renamed over the name
+    between them (how Office saves) would be deleted unsent. So the file is first renamed
+    to a hidden name (the tracker ignores ``.*``), checked there, and only then unlinked;
+    one that turns out to be another file is put back.
+    """
     try:
         now = Identity.of(os.lstat(path))
     except FileNotFoundError:
         return False
     if now != before:
         return False
-    os.unlink(path)
-    return True
+    aside = path.with_name(f"{SENT_PREFIX}{secrets.token_hex(4)}-{path.name}"[:255])
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    if before.same_file(os.lstat(aside)):
+        os.unlink(aside)
+        return True
+    put_back(aside)
+    return False
+
+
+def put_back(aside: Path) -> Path:
+    """Give a file renamed aside by ``delete_if_unchanged`` its name again (never over
+    another file: "name (edgepair 2).ext" when the name is taken)."""
+    name = aside.name[len(SENT_PREFIX):].partition("-")[2]
+    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    for n in range(1, 1000):
+        candidate = aside.with_name(name if n == 1 else f"{stem} (edgepair {n}){dot}{ext}")
+        try:
+            os.link(aside, candidate, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        os.unlink(aside)
+        return candidate
+    return aside  # a thousand names taken: it stays, hidden but not lost
+
+
+def restore_aside(root: Path) -> list[Path]:
+    """At start: files a crash left renamed aside go back under their names (and are sent
+    again; the host recognizes what it already has)."""
+    restored = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.startswith(SENT_PREFIX):
+                restored.append(put_back(Path(folder) / name))
+    return restored
