@@ -71,7 +71,14 @@ def make_app(max_body: int, verifier: Verifier | None,
     app[MAX_BODY_KEY] = max_body
     if verifier is not None:
         app[VERIFIER_KEY] = verifier
+    app.on_response_prepare.append(_revalidate)
     return app
+
+
+async def _revalidate(request: web.Request, response: web.StreamResponse) -> None:
+    """Everything is revalidated (a 304 when unchanged): after an upgrade a browser must
+    never pair a fresh index.html with yesterday's modules, nor show yesterday's JSON."""
+    response.headers.setdefault("Cache-Control", "no-cache")
 
 
 async def read_body(request: web.Request) -> bytes:

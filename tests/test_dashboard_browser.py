@@ -273,6 +273,42 @@ def test_a_stale_file_is_stale_and_a_broken_file_breaks_only_its_card(
         fixtures.write(public, fixtures.PI_FILES)
 
 
+def test_surprises_inside_a_valid_file_break_nothing(tab: Tab, pi_site: PiSite) -> None:
+    """null among the volumes, units and plugs, a very long plug name on a phone: the rest
+    shows, no uncaught error, no warning every second; modules are always revalidated."""
+    public = pi_site.public
+    now = time.time()
+    snapshot = fixtures.load("snapshot", now)
+    snapshot["snapshot"]["volumes"].append(None)
+    snapshot["snapshot"]["units"] = [None, *snapshot["snapshot"].get("units", [])]
+    (public / "snapshot.json").write_text(json.dumps(snapshot))
+    power = fixtures.load("power", now)
+    power["plugs"][0]["name"] = "the-very-long-name-of-the-workshop-freezer-plug"
+    power["plugs"].append(None)
+    (public / "power.json").write_text(json.dumps(power))
+    try:
+        tab.page.set_viewport_size({"width": 360, "height": 740})
+        tab.open(pi_site.url + "/")
+        assert tab.page.get_attribute("[data-part=snapshot]", "data-status") == "ok"
+        assert "used" in tab.text("[data-part=snapshot] [data-fact=storage] dd")
+        assert card(tab, "power") == "ok"
+        assert tab.page.locator("#card-power .plug").count() == len(power["plugs"]) - 1
+        widths = tab.page.evaluate("[document.documentElement.scrollWidth, "
+                                   "document.documentElement.clientWidth]")
+        wide = tab.page.evaluate("[...document.querySelectorAll('main *')].filter(e => "
+                                 "e.getBoundingClientRect().right > 361).map(e => e.tagName + '.' "
+                                 "+ e.className + ' ' + Math.round(e.getBoundingClientRect().right))"
+                                 ".slice(0, 12)")
+        assert widths == [360, 360], wide
+        tab.page.wait_for_timeout(2500)  # a few ticks: nothing re-rendered and warned again
+        tab.assert_clean()
+        for asset in ("/js/main.js", "/style.css", "/data/host.json"):
+            response = tab.page.request.get(pi_site.url + asset)
+            assert response.headers.get("cache-control") == "no-cache", asset
+    finally:
+        fixtures.write(public, fixtures.PI_FILES)
+
+
 def test_phone_width_keyboard_and_dark(tab: Tab, pi_site: PiSite) -> None:
     tab.page.set_viewport_size({"width": 360, "height": 740})
     tab.open(pi_site.url + "/")

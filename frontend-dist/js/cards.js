@@ -64,7 +64,8 @@ const PLUG_HEALTH = {
 };
 
 export function renderPower(body, doc, ctx) {
-  const plugs = Array.isArray(doc.plugs) ? doc.plugs : [];
+  // A broken entry hides only itself, not the other plugs.
+  const plugs = Array.isArray(doc.plugs) ? doc.plugs.filter((p) => p && typeof p === "object") : [];
   if (!plugs.length) {
     fill(body, h("p", { class: "muted" }, "No plugs configured."));
     return;
@@ -274,16 +275,16 @@ function heartbeatWords(beat, atMs, nowMs) {
 export function snapshotFacts(snapshot, nowMs) {
   if (!snapshot || typeof snapshot !== "object") return facts([["Snapshot", "empty"]]);
   if (snapshot.error) return facts([["Snapshot", `failed on the host: ${snapshot.error}`]]);
-  const volumes = (Array.isArray(snapshot.volumes) ? snapshot.volumes : []).filter((v) => !v.error);
+  const volumes = (Array.isArray(snapshot.volumes) ? snapshot.volumes : []).filter((v) => v && typeof v === "object" && !v.error);
   const used = volumes.reduce((a, v) => a + (v.used_bytes || 0), 0);
   const total = volumes.reduce((a, v) => a + (v.total_bytes || 0), 0);
   const health = typeof snapshot.health === "string" ? snapshot.health : "unknown";
   const backup = snapshot.backup;
   const last = parseTime(backup?.last_success);
-  const failedUnits = (Array.isArray(snapshot.units) ? snapshot.units : []).filter((u) => u.active_state === "failed");
+  const failedUnits = (Array.isArray(snapshot.units) ? snapshot.units : []).filter((u) => u?.active_state === "failed");
   return facts([
     ["Storage", total ? h("span", {}, `${bytes(used)} of ${bytes(total)} used (${percent((100 * used) / total, 0)})`,
-      h("span", { class: "muted small" }, ` ${volumes.map((v) => `${v.path} ${percent(v.used_percent, 0)}`).join(", ")}`)) : "—", "storage"],
+      h("span", { class: "muted small" }, ` (${volumes.map((v) => `${v.path}: ${percent(v.used_percent, 0)}`).join(", ")})`)) : "—", "storage"],
     ["Health", pill(health, health === "ok" ? "good" : "bad", { "data-field": "health" }), "health"],
     ["Last backup", backup ? (backup.error ? `marker ${backup.marker} ${backup.error}`
       : last ? h("span", {}, `${clock(last, nowMs)} (`, since(last, nowMs), ")") : "never") : "not watched", "backup"],

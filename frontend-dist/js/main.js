@@ -206,9 +206,11 @@ function renderCard(card) {
   };
   try {
     RENDERERS[card.name](card.body, view.doc, ctx);
+    card.failedDoc = null;
   } catch (error) {
     // A file that passed the checks but still has a surprise in it: this card only.
-    console.warn(`edgepair: cannot show ${card.name}.json`, error);
+    if (card.failedDoc !== view.doc) console.warn(`edgepair: cannot show ${card.name}.json`, error);
+    card.failedDoc = view.doc; // the same document is not tried again every second
     card.el.dataset.status = "unreadable";
     card.lastStatus = "unreadable";
     card.banner.hidden = false;
@@ -230,7 +232,16 @@ function renderSnapshotPart() {
   const source = app.sources.get("snapshot");
   const view = viewOf("snapshot", source);
   app.snapshotPart.dataset.status = view.status;
-  renderSnapshot(app.snapshotPart, view, source.now());
+  try {
+    renderSnapshot(app.snapshotPart, view, source.now());
+  } catch (error) {
+    // Like a card: a surprise in snapshot.json breaks only this part, and says so.
+    console.warn("edgepair: cannot show snapshot.json", error);
+    app.snapshotPart.dataset.status = "unreadable";
+    fill(app.snapshotPart, h("h3", {}, "Last snapshot"),
+      h("p", { class: "banner" }, `Unreadable: snapshot.json has a value this page cannot show (${error.message}).`));
+    return;
+  }
   if (view.banner) app.snapshotPart.querySelector("h3").after(h("p", { class: "banner" }, view.banner));
 }
 
@@ -251,7 +262,8 @@ function tick() {
     if (card.lastStatus === "loading") continue;
     const source = app.sources.get(card.name);
     const view = viewOf(card.name, source);
-    if (view.status !== card.lastStatus) {
+    const failedAgain = card.lastStatus === "unreadable" && card.failedDoc === view.doc;
+    if (view.status !== card.lastStatus && !failedAgain) {
       renderCard(card);
       continue;
     }
