@@ -354,6 +354,10 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
         waking: s.wakeView({...sent, sentAt: now - 5000}, {state: "waking"}, false, now),
         online: s.wakeView({...sent, sentAt: now - 41000}, {state: "online"}, false, now),
         staleOnline: s.wakeView({phase: "idle"}, {state: "online"}, true, now),
+        errorThenOnline: s.wakeView({phase: "error", message: "Not answering: …"},
+                                    {state: "online"}, false, now),
+        noted: s.wakeView({...sent, sentAt: now - 5000, note: "(Pressed again: too many.)"},
+                          {state: "waking"}, false, now),
         doneThenAsleep: s.wakeView({phase: "done", message: "The host is online."},
                                    {state: "offline"}, false, now),
         queued: s.wakeAnswer(202, {sent: false, state: "going_offline",
@@ -389,6 +393,9 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
                              "message": "The host is online (woke in 41 s).",
                              "next": {"phase": "done", "message": "The host is online (woke in 41 s)."}}
     assert got["staleOnline"]["disabled"] is False  # a stale "online" is not believed
+    # an old failure is over once the host is up: it must not come back with the next sleep
+    assert (got["errorThenOnline"]["message"], got["errorThenOnline"]["next"]) == ("", {"phase": "idle"})
+    assert got["noted"]["message"].endswith("to boot)… (Pressed again: too many.)")
     assert got["doneThenAsleep"]["message"] == ""  # yesterday's success is not news
     assert got["queued"] == {"phase": "queued",
                              "message": "Host is going down; it will be woken once down."}

@@ -219,7 +219,9 @@ export function wakeView(flow, host, hostStale, nowMs) {
       const message = `The host is online (woke in ${duration((nowMs - flow.sentAt) / 1000)}).`;
       return view("Host is online", true, "good", message, { phase: "done", message });
     }
-    return view("Host is online", true, "good", flow.phase === "done" ? flow.message : "");
+    // A failed wake is over once the host is up: its message must not come back later.
+    return view("Host is online", true, "good", flow.phase === "done" ? flow.message : "",
+      flow.phase === "error" ? { phase: "idle" } : undefined);
   }
   if (flow.phase === "queued" && state === "waking") {
     // The host went down and the Pi woke it as asked: from here on, like any wake.
@@ -240,7 +242,8 @@ export function wakeView(flow, host, hostStale, nowMs) {
     }
     // Stable words per step: screen readers read this out whenever it changes.
     const message = `Magic packet sent at ${clock(flow.sentAt, nowMs)}; `
-      + `${state === "waking" ? "the host is waking" : "waiting for the host"} (it has ${duration(bootTimeoutS)} to boot)…`;
+      + `${state === "waking" ? "the host is waking" : "waiting for the host"} (it has ${duration(bootTimeoutS)} to boot)…`
+      + (flow.note ? ` ${flow.note}` : "");
     return view("Wake host", false, "busy", message);
   }
   if (flow.phase === "error") return view("Wake host", false, "bad", flow.message);

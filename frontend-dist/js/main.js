@@ -322,6 +322,7 @@ function setUpWake(mode) {
 
 async function wake() {
   const host = app.sources.get("host");
+  const before = app.flow;
   app.flow = { phase: "sending" };
   updateWake();
   let answer;
@@ -340,6 +341,11 @@ async function wake() {
     answer = wakeAnswer(response.status, body, response.headers.get("Retry-After"), host.now());
   } catch {
     answer = { phase: "error", message: "Could not reach the Pi to ask for a wake." };
+  }
+  if (answer.phase === "error" && before.phase === "sent") {
+    // Another press refused (too many, say) while a wake is under way: that wake goes on,
+    // and its feedback with it; the refusal is a note, not the story.
+    answer = { ...before, note: `(Pressed again: ${answer.message.replace(/\.$/, "")}.)` };
   }
   app.flow = answer;
   updateWake();
