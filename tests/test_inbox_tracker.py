@@ -18,6 +18,7 @@ B = Identity(size=20, mtime_ns=2, ino=7)
     ("report.pdf", False), ("sub/dir/photo.jpg", False), ("notes.tmp.txt", False),
     (".DS_Store", True), ("sub/.hidden", True), (".git/config", True), ("~$report.docx", True),
     ("a/~$lock.xlsx", True), ("movie.part", True), ("x.TMP", True), ("a/b/c.tmp", True),
+    ("iso.crdownload", True), ("a.zip.download", True), ("x.partial", True), ("x.download.pdf", False),
 ])
 def test_temp_and_hidden_names_are_ignored(rel: str, skip: bool) -> None:
     assert ignored(rel) is skip

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 # Where no lease can tell, a file written to and never seen closed (a lost inotify event,
 # a client holding a handle) counts as finished after this long without any change.
 OPEN_WITHOUT_CLOSE_S = 3600.0
-_TEMP_SUFFIXES = (".part", ".tmp")
+# DESIGN's temp names, and the ones browsers write while a download is under way (a
+# paused download must not be forwarded and removed from the share).
+_TEMP_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", ".download")
 
 
 def ignored(rel: str) -> bool:
