@@ -171,6 +171,8 @@ async def public_file(request: web.Request) -> web.StreamResponse:
                                     headers={"Cache-Control": "no-cache"})
     # Public and read-only: the host's dashboard (another origin) reads them too, 404s included.
     response.headers["Access-Control-Allow-Origin"] = "*"
+    # The host's dashboard reads these from another origin and corrects its clock by Date.
+    response.headers["Access-Control-Expose-Headers"] = "Date"
     return response
 
 

@@ -296,6 +296,11 @@ async def test_public_files_are_served_and_confined(make_rig: RigFactory) -> Non
     status, answer = await rig.raw("GET", "/data/host.json")
     assert status == 200
     assert answer["schema"] == "edgepair.host/1"
+    async with aiohttp.ClientSession() as s, s.get(rig.url + "/data/host.json") as r:
+        # readable by the host's dashboard (another origin), which sets its clock by Date
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert r.headers["Access-Control-Expose-Headers"] == "Date"
+        assert r.headers["Cache-Control"] == "no-cache"
     for bad in ("/data/..%2Fprivate%2Fhost-state.json", "/data/HOST.json", "/data/x.txt",
                 "/data/snapshot.json"):
         status, answer = await rig.raw("GET", bad)

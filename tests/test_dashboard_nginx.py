@@ -105,6 +105,7 @@ async def test_nginx_serves_the_dashboard_the_files_and_proxies_the_api(
             assert headers["Content-Type"] == "application/json"
             assert headers["Content-Encoding"] == "gzip"
             assert headers["Access-Control-Allow-Origin"] == "*"
+            assert headers["Access-Control-Expose-Headers"] == "Date"
             assert headers["Cache-Control"] == "no-cache"
             assert _plain(headers, body) == (public / "power.json").read_bytes()
             assert len(body) < len(_plain(headers, body)) / 4  # 1440 samples compress well
