@@ -468,3 +468,38 @@ def test_a_large_upload_is_pushed_to_disk_in_windows_as_it_arrives(
         upload.finish(sha256(mib * 13))  # the fsync makes the rest durable; the hash matches
     finally:
         upload.discard()
+
+
+def test_without_hard_links_the_rename_never_replaces_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAT and exFAT answer link() with EPERM: the fallback must not replace a file a user
+    made under the name meanwhile (renameat2 RENAME_NOREPLACE, checked by the kernel)."""
+    root = tmp_path / "inbox"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        (root / "a").write_bytes(b"ours")
+        (root / "taken").write_bytes(b"the user's")
+        with pytest.raises(FileExistsError):
+            store.rename_no_replace(fd, "a", fd, "taken")
+        assert (root / "taken").read_bytes() == b"the user's"
+        assert store.rename_no_replace(fd, "a", fd, "free") is True
+        assert (root / "free").read_bytes() == b"ours"
+    finally:
+        os.close(fd)
+
+    def no_links(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(store.os, "link", no_links)
+    (root / "photo.jpg").write_bytes(b"someone else's photo")
+    upload = store.Upload(root)
+    try:
+        upload.write([b"the Pi's photo"])
+        upload.finish(sha256(b"the Pi's photo"))
+        stored_as, duplicate = upload.place(("photo.jpg",), sha256(b"the Pi's photo"))
+    finally:
+        upload.discard()
+    assert (stored_as, duplicate) == ("photo (2).jpg", False)
+    assert (root / "photo.jpg").read_bytes() == b"someone else's photo"
+    assert (root / "photo (2).jpg").read_bytes() == b"the Pi's photo"

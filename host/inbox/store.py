@@ -27,6 +27,8 @@ HASH_CHUNK = 1024 * 1024
 # each window starts as soon as it is written (overlapping the network, so the fsync at
 # the end has little left) and at most two windows are dirty at once (see ``_writeback``).
 WRITEBACK_WINDOW_BYTES = 16 * 1024 * 1024
+# renameat2(2): fail with EEXIST instead of replacing (linux/fs.h).
+_RENAME_NOREPLACE = 1
 # sync_file_range(2) flags (linux/fs.h).
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
 # File systems without hard links (FAT, exFAT) answer link() with one of these.
@@ -237,6 +239,33 @@ def _sync_file_range() -> Any:
     return function
 
 
+def rename_no_replace(src_fd: int, src: str, dst_fd: int, dst: str) -> bool:
+    """renameat2(RENAME_NOREPLACE): True when moved, FileExistsError when ``dst`` exists,
+    False where the kernel or the file system cannot do it."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise FileExistsError(errno.EEXIST, "exists", dst)
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), dst)
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """libc's renameat2 (glibc 2.28+), typed; None elsewhere."""
+    function = getattr(_libc(), "renameat2", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                             ctypes.c_uint]
+        function.restype = ctypes.c_int
+    return function
+
+
 @functools.cache
 def _libc() -> Any:
     try:
@@ -308,6 +337,11 @@ def _link_no_replace(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
     except OSError as exc:
         if exc.errno not in _NO_LINKS:
             raise
+        # No hard links (FAT, exFAT): a rename that refuses to replace, where the kernel
+        # has one; a check-then-rename only as the last resort (a file a user creates in
+        # between would be replaced, and the lock covers this process only).
+        if rename_no_replace(src_fd, src, dst_fd, dst):
+            return
         with _RENAME_LOCK:
             try:
                 os.lstat(dst, dir_fd=dst_fd)
