@@ -266,7 +266,8 @@ def save_nonces(config: PiConfig, verifier: Verifier) -> None:
 async def _publish_pi_stats(config: PiConfig) -> None:
     path = config.public_dir / "pi.json"
     while True:
-        document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S)
+        document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S,
+                                   pihole=config.section("pihole") is not None)
         await asyncio.to_thread(atomic.write_bytes, path,
                                 json.dumps(document, indent=1).encode() + b"\n")
         await asyncio.sleep(PI_STATS_INTERVAL_S)

@@ -19,8 +19,12 @@ UPTIME = Path("/proc/uptime")
 
 
 def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
-            now: float | None = None) -> dict[str, Any]:
-    """One pi.json document; anything the platform lacks is null, never an error."""
+            now: float | None = None, *, pihole: bool = False) -> dict[str, Any]:
+    """One pi.json document; anything the platform lacks is null, never an error.
+
+    ``pihole``: whether ``[pihole]`` is configured (the api daemon then writes
+    pihole.json), so the dashboard can tell "not configured" from "not yet".
+    """
     now = time.time() if now is None else now
     return {
         "schema": PI_SCHEMA,
@@ -34,6 +38,7 @@ def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
         "temperature_c": _temperature(),
         "disk": _disk(state_dir),
         "daemons": daemon_states(state_dir / "public", daemons, now),
+        "pihole_configured": pihole,
     }
 
 

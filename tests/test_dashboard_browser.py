@@ -376,6 +376,8 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
         noTime: s.problem("power", {schema: "edgepair.power/1", generated_at: "soon"}),
         absentPower: s.absentWords("power", {daemons: {api: {}, power: {}}}).key,
         absentControl: s.absentWords("control", {daemons: {api: {}}}).key,
+        absentPihole: s.absentWords("pihole", {daemons: {api: {}}}).key,
+        pendingPihole: s.absentWords("pihole", {daemons: {api: {}}, pihole_configured: true}),
       };
     }""")
     assert got["lastKnown"] == "last known: online"  # a stale host.json is not news
@@ -409,6 +411,10 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
     assert got["other"].startswith("unexpected schema")
     assert got["noTime"] == "no valid generated_at timestamp"
     assert (got["absentPower"], got["absentControl"]) == ("no-data", "not-configured")
+    # Pi-hole: "not configured" only when pi.json says so, else it is just not there yet
+    assert got["absentPihole"] == "not-configured"
+    assert got["pendingPihole"] == {"key": "no-data",
+                                    "text": "no data yet (waiting for Pi-hole's first summary)"}
     tab.assert_clean()
 
 

@@ -38,3 +38,5 @@ def test_collect_is_a_whole_document_without_failing(tmp_path: Path) -> None:
     assert doc["generated_at"] == iso(NOW)
     assert set(doc["daemons"]) == {"api"}
     assert doc["cpus"] == os.cpu_count()
+    assert doc["pihole_configured"] is False
+    assert pistats.collect(tmp_path, ("api",), 60.0, now=NOW, pihole=True)["pihole_configured"]

@@ -146,7 +146,11 @@ export function freshness(doc, nowMs) {
 export function absentWords(name, piDoc) {
   const daemon = DAEMON_OF[name];
   const daemons = piDoc && typeof piDoc.daemons === "object" ? piDoc.daemons : null;
-  if (name === "pihole") return { key: "not-configured", text: "not configured" };
+  if (name === "pihole") {
+    return piDoc?.pihole_configured === true
+      ? { key: "no-data", text: "no data yet (waiting for Pi-hole's first summary)" }
+      : { key: "not-configured", text: "not configured" };
+  }
   if (daemon && daemons && !(daemon in daemons)) {
     return { key: "not-configured", text: "not configured" };
   }
