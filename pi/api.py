@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import itertools
 import json
 import logging
 import re
@@ -42,6 +43,7 @@ STARTED = web.AppKey("started", float)
 _PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
 # pi.json refresh period: load and memory move slowly.
 PI_STATS_INTERVAL_S = 60.0
+PI_STATS_FIRST_REFRESH_S = 5.0
 # Anonymous wake bursts: a user double-clicking the button is fine, a script is not.
 ANONYMOUS_WAKE_BURST = 3
 # Modules that add routes with ``add_routes(app, config)`` (the plan endpoint, …).
@@ -265,12 +267,16 @@ def save_nonces(config: PiConfig, verifier: Verifier) -> None:
 
 async def _publish_pi_stats(config: PiConfig) -> None:
     path = config.public_dir / "pi.json"
+    started = time.time()
+    # Once soon after start too: the other daemons write their first files by then.
+    delays = itertools.chain([PI_STATS_FIRST_REFRESH_S], itertools.repeat(PI_STATS_INTERVAL_S))
     while True:
         document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S,
-                                   pihole=config.section("pihole") is not None)
+                                   pihole=config.section("pihole") is not None,
+                                   grace_until=started + pistats.STARTUP_GRACE_S)
         await asyncio.to_thread(atomic.write_bytes, path,
                                 json.dumps(document, indent=1).encode() + b"\n")
-        await asyncio.sleep(PI_STATS_INTERVAL_S)
+        await asyncio.sleep(next(delays))
 
 
 def frontend_default() -> Path:

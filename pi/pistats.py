@@ -19,7 +19,8 @@ UPTIME = Path("/proc/uptime")
 
 
 def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
-            now: float | None = None, *, pihole: bool = False) -> dict[str, Any]:
+            now: float | None = None, *, pihole: bool = False,
+            grace_until: float | None = None) -> dict[str, Any]:
     """One pi.json document; anything the platform lacks is null, never an error.
 
     ``pihole``: whether ``[pihole]`` is configured (the api daemon then writes
@@ -37,7 +38,7 @@ def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
         "memory": _memory(),
         "temperature_c": _temperature(),
         "disk": _disk(state_dir),
-        "daemons": daemon_states(state_dir / "public", daemons, now),
+        "daemons": daemon_states(state_dir / "public", daemons, now, grace_until),
         "pihole_configured": pihole,
     }
 
@@ -46,13 +47,17 @@ def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
 DAEMON_FILES = {"power": "power.json", "inbox": "inbox.json", "control": "control.json"}
 # A file older than this many of its own intervals: its writer is not running (or hung).
 STALE_INTERVALS = 3
+# Just after start, a daemon without a file yet is not known to be down ("running": null).
+STARTUP_GRACE_S = 60.0
 
 
-def daemon_states(public: Path, daemons: tuple[str, ...], now: float) -> dict[str, Any]:
+def daemon_states(public: Path, daemons: tuple[str, ...], now: float,
+                  grace_until: float | None = None) -> dict[str, Any]:
     """Each configured daemon: running or not, judged by its own public file's age.
 
     With one systemd unit per daemon they are separate processes: only the api is this
-    one, the others show that they live by keeping their file fresh.
+    one, the others show that they live by keeping their file fresh. Before
+    ``grace_until`` a daemon that has written nothing yet is unknown (null), not down.
     """
     out: dict[str, Any] = {}
     for name in daemons:
@@ -61,7 +66,9 @@ def daemon_states(public: Path, daemons: tuple[str, ...], now: float) -> dict[st
                          "last_seen": iso(now)}
             continue
         seen = _generated_at(public / DAEMON_FILES.get(name, f"{name}.json"))
-        running = seen is not None and now - seen[0] <= STALE_INTERVALS * seen[1]
+        running: bool | None = seen is not None and now - seen[0] <= STALE_INTERVALS * seen[1]
+        if seen is None and grace_until is not None and now < grace_until:
+            running = None
         out[name] = {"version": __version__, "running": running,
                      "last_seen": None if seen is None else iso(seen[0])}
     return out

@@ -30,6 +30,9 @@ def test_each_daemon_is_judged_by_the_age_of_its_own_file(tmp_path: Path) -> Non
     assert (states["inbox"]["running"], states["inbox"]["last_seen"]) == (False, iso(NOW - 200))
     assert (states["control"]["running"], states["control"]["last_seen"]) == (False, None)
     assert "pid" not in states["power"]  # another process: its pid is not this one's
+    # just after start, a daemon that has written nothing yet is not called down
+    early = pistats.daemon_states(public, ("api", "control"), NOW, grace_until=NOW + 30)
+    assert early["control"]["running"] is None
 
 
 def test_collect_is_a_whole_document_without_failing(tmp_path: Path) -> None:
