@@ -409,6 +409,14 @@ def test_a_new_version_saved_over_the_name_during_the_delete_is_kept(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.docx"]  # nothing left aside
 
 
+def test_a_name_near_the_length_limit_is_still_deleted(tmp_path: Path) -> None:
+    """244 bytes is a legal name, but no room for the aside prefix: removed by name."""
+    path = tmp_path / ("é" * 120 + ".pdf")
+    path.write_bytes(b"x")
+    assert upload.delete_if_unchanged(path, Identity.of(path.stat())) is True
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_same_size_and_mtime_but_rewritten_is_not_the_sent_file(tmp_path: Path) -> None:
     path = tmp_path / "photo.jpg"
     path.write_bytes(b"A" * 100)

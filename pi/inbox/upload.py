@@ -45,6 +45,8 @@ ANSWER_S = 120.0
 PATH_PREFIX = "/api/v1/inbox/"
 # A sent file is renamed to this hidden prefix + a token + its name just before it goes.
 SENT_PREFIX = ".edgepair-sent-"
+# Linux's NAME_MAX: the longest file name, in bytes.
+NAME_MAX_BYTES = 255
 
 
 class FileChanged(TemporaryError):
@@ -241,7 +243,13 @@ def delete_if_unchanged(path: Path, before: Identity) -> bool:
         return False
     if now != before:
         return False
-    aside = path.with_name(f"{SENT_PREFIX}{secrets.token_hex(4)}-{path.name}"[:255])
+    aside = path.with_name(f"{SENT_PREFIX}{secrets.token_hex(4)}-{path.name}")
+    if len(os.fsencode(aside.name)) > NAME_MAX_BYTES:
+        # No room for the prefix in the name (a name near the 255-byte limit): the aside
+        # name must keep the whole original for a restore, so this one is removed by
+        # name, with the narrow check-then-unlink window that the rename closes for others.
+        os.unlink(path)
+        return True
     try:
         os.rename(path, aside)
     except FileNotFoundError:
