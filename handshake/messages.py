@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from handshake.errors import ValidationError
-from handshake.timeutil import iso, parse_iso
+from handshake.util.timeutil import iso, parse_iso
 
 Reason = Literal["shutdown", "suspend", "reboot"]
 REASONS: tuple[Reason, ...] = ("shutdown", "suspend", "reboot")

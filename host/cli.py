@@ -12,12 +12,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import cast
 
-from handshake.cliexit import EXIT_FAILED, EXIT_OK, EXIT_USAGE, report
 from handshake.errors import EdgepairError
 from handshake.messages import REASONS, Reason
 from handshake.optional import optional_module
-from handshake.sdnotify import Notifier, Watchdog
-from handshake.timeutil import parse_iso
+from handshake.util.cliexit import EXIT_FAILED, EXIT_OK, EXIT_USAGE, report
+from handshake.util.sdnotify import Notifier, Watchdog
+from handshake.util.timeutil import parse_iso
 from host import config as host_config
 from host.agent import TICK_S, run
 from host.notify import notify, shutdown_reason

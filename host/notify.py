@@ -9,11 +9,11 @@ import time
 from datetime import datetime
 from typing import Any, Literal
 
-from handshake import atomic
 from handshake.client import REQUEST_TIMEOUT_S, HandshakeClient
 from handshake.errors import FatalError, PeerUnavailable, RequestError
 from handshake.messages import ComingOnline, GoingOffline, Reason
-from handshake.timeutil import iso
+from handshake.util import atomic
+from handshake.util.timeutil import iso
 from host.config import HostConfig
 from host.snapshot import SYSTEMCTL_TIMEOUT_S, Runner, build_snapshot, read_boot_id
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 from host.config import SnapshotSection
 
 log = logging.getLogger(__name__)

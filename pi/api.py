@@ -17,12 +17,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from handshake import __version__, atomic
+from handshake import __version__
 from handshake.auth import NonceCache, Verifier
 from handshake.http import json_body, json_error, make_app, signed, verify_request
 from handshake.messages import ComingOnline, GoingOffline, WakeRequest
 from handshake.optional import optional_module
-from handshake.timeutil import iso
+from handshake.util import atomic
+from handshake.util.timeutil import iso
 from pi import pistats
 from pi import state as sm
 from pi.config import PiConfig

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from handshake.cliexit import report, report_group
 from handshake.errors import ConfigError, EdgepairError
+from handshake.util.cliexit import report, report_group
 
 log = logging.getLogger("edgepair")
 
@@ -142,7 +142,7 @@ def run_until_signal(factory: Callable[[Callable[[], None], Callable[[str], None
                                        Awaitable[None]],
                      loops: tuple[str, ...]) -> int:
     """asyncio.run with SIGTERM/SIGINT → cancel, sd_notify READY and a real watchdog."""
-    from handshake.sdnotify import Notifier, Watchdog  # noqa: PLC0415
+    from handshake.util.sdnotify import Notifier, Watchdog  # noqa: PLC0415
 
     async def body() -> None:
         notifier = Notifier()

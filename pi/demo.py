@@ -16,9 +16,9 @@ from typing import Any
 
 from handshake.auth import keygen
 from handshake.client import HandshakeClient
-from handshake.cliexit import report_group
 from handshake.errors import EdgepairError
-from handshake.timeutil import utcnow
+from handshake.util.cliexit import report_group
+from handshake.util.timeutil import utcnow
 from host import config as host_config
 from pi import config as pi_config
 

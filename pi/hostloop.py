@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from handshake import atomic
 from handshake.errors import EdgepairError
 from handshake.optional import optional_module
-from handshake.quietlog import QuietLogger
-from handshake.timeutil import iso
+from handshake.util import atomic
+from handshake.util.quietlog import QuietLogger
+from handshake.util.timeutil import iso
 from pi import state as sm
 from pi.config import PiConfig
 from pi.dns import DnsBackend

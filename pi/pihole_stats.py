@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from handshake import atomic
 from handshake.configfile import Section, is_url
-from handshake.quietlog import QuietLogger
-from handshake.timeutil import iso
+from handshake.util import atomic
+from handshake.util.quietlog import QuietLogger
+from handshake.util.timeutil import iso
 from pi.pihole_api import REQUEST_TIMEOUT_S, PiholeError, PiholeSession, PiholeUnavailable
 
 if TYPE_CHECKING:  # check-config imports this module for parse(): keep aiohttp out of it

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake import __version__
-from handshake.timeutil import iso, parse_iso
+from handshake.util.timeutil import iso, parse_iso
 
 PI_SCHEMA = "edgepair.pi/1"
 THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")

@@ -11,7 +11,7 @@ import pytest
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from handshake import atomic
+from handshake.util import atomic
 from pi.config import load
 from pi.control import daemon
 from pi.control import plan as plans

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from handshake import atomic
+from handshake.util import atomic
 from pi.config import load
 from pi.control import daemon
 from pi.control.plan import PLAN_FILE, SLOT_S

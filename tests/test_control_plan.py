@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from handshake.errors import ValidationError
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 from pi.control import plan as plans
 from tests.test_control_support import LIMITS, T0, plan_doc
 

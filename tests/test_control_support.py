@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 from pi.control import profile as profiles
 from pi.control.config import ControlConfig, Limits, LoadConfig
 from pi.control.device import ModbusDevice

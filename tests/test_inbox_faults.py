@@ -20,7 +20,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from handshake import atomic
+from handshake.util import atomic
 from host.inbox.names import TEMP_DIR
 from pi.inbox import upload
 from tests.e2e import spawn

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from handshake import atomic
 from handshake.errors import ConfigError
+from handshake.util import atomic
 from pi import api, pihole_stats
 from pi.config import PiConfig, load
 from pi.pihole_stats import PiholeError, PiholeStats, PiholeStatsConfig, document, next_delay

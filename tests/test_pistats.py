@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 from pi import pistats
 
 NOW = 1_900_000_000.0

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from handshake import atomic
 from handshake.errors import RequestError
-from handshake.timeutil import iso
+from handshake.util import atomic
+from handshake.util.timeutil import iso
 from host import config as host_config
 from host.planner import cli
 from host.planner.inputs import InputError

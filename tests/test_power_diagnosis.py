@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 from pi import config as pi_config
 from pi.config import PiConfig
 from pi.power.diagnosis import host_power, verdict

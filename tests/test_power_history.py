@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from handshake.errors import FatalError, TemporaryError
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 from pi import config as pi_config
 from pi.power import history as history_module
 from pi.power.config import PlugConfig, PowerConfig

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from handshake.sdnotify import Notifier, Watchdog, healthy
+from handshake.util.sdnotify import Notifier, Watchdog, healthy
 
 PERIOD_USEC = "2000000"  # 2 s watchdog: ping every 1 s (on the fake clock)
 
@@ -105,7 +105,7 @@ def test_dead_socket_warns_once_then_recovers(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "notify"
     notifier = Notifier({"NOTIFY_SOCKET": str(path)})
-    caplog.set_level(logging.DEBUG, logger="handshake.sdnotify")
+    caplog.set_level(logging.DEBUG, logger="handshake.util.sdnotify")
     assert not notifier.ready()
     assert not notifier.ready()
     levels = [r.levelno for r in caplog.records]
@@ -147,7 +147,7 @@ def test_pings_only_while_every_loop_kicks(listener: tuple[socket.socket, str],
 
     clock.now += 1.0  # publish hangs: 2.5 s without a kick
     watchdog.kick("heartbeat")
-    caplog.set_level(logging.DEBUG, logger="handshake.sdnotify")
+    caplog.set_level(logging.DEBUG, logger="handshake.util.sdnotify")
     assert not watchdog.tick()
     assert not watchdog.tick()
     assert received(sock) == []

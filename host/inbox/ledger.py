@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 
 RECEIVED_SCHEMA = "edgepair.inbox-received/1"
 # inbox-received.json lists this many of the newest files.

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from handshake import atomic
 from handshake.http import json_error
-from handshake.quietlog import QuietLogger
+from handshake.util import atomic
+from handshake.util.quietlog import QuietLogger
 from host.inbox import store
 from host.inbox.config import HostInboxConfig
 from host.inbox.ledger import Ledger

@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from handshake import atomic
 from handshake.client import HandshakeClient
-from handshake.cliexit import EXIT_OK, report
 from handshake.errors import ConfigError, EdgepairError, PeerUnavailable, RequestError
-from handshake.timeutil import iso, parse_iso, utcnow
+from handshake.util import atomic
+from handshake.util.cliexit import EXIT_OK, report
+from handshake.util.timeutil import iso, parse_iso, utcnow
 from host import config as host_config
 from host.planner import dp, inputs
 from host.planner.config import BatteryModel, PlannerConfig, ShiftableLoad, Source

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake.errors import FatalError
-from handshake.timeutil import iso, parse_iso
+from handshake.util.timeutil import iso, parse_iso
 from host.planner.config import Source
 
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from handshake import atomic
-from handshake.cliexit import EXIT_FAILED, EXIT_OK, report
 from handshake.errors import ConfigError, EdgepairError
-from handshake.timeutil import iso, utcnow
+from handshake.util import atomic
+from handshake.util.cliexit import EXIT_FAILED, EXIT_OK, report
+from handshake.util.timeutil import iso, utcnow
 from pi.control import profile as profiles
 from pi.control.config import ControlConfig
 from pi.control.daemon import BASELINE_FILE, BASELINE_SCHEMA, make_devices

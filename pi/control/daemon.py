@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from handshake import atomic
 from handshake.errors import ConfigError, ValidationError
-from handshake.timeutil import utcnow
+from handshake.util import atomic
+from handshake.util.timeutil import utcnow
 from pi.config import PiConfig
 from pi.control import plan as plans
 from pi.control.config import ControlConfig

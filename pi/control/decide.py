@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 from pi.control.config import ControlConfig, Limits
 from pi.control.plan import Plan, Slot
 

@@ -20,9 +20,9 @@ from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
-from handshake import atomic
-from handshake.quietlog import QuietLogger
-from handshake.timeutil import iso, utcnow
+from handshake.util import atomic
+from handshake.util.quietlog import QuietLogger
+from handshake.util.timeutil import iso, utcnow
 from pi.control import decide as d
 from pi.control.config import ControlConfig
 from pi.control.device import Device, DeviceError

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from handshake.errors import ValidationError
-from handshake.timeutil import iso, parse_iso
+from handshake.util.timeutil import iso, parse_iso
 from pi.control.config import Limits
 
 SCHEMA = "edgepair.plan/1"

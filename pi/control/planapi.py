@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from handshake import atomic
 from handshake.http import json_body, json_error, signed
-from handshake.timeutil import utcnow
+from handshake.util import atomic
+from handshake.util.timeutil import utcnow
 from pi.config import PiConfig
 from pi.control import plan as plans
 from pi.control.config import ControlConfig

@@ -15,7 +15,7 @@ import os
 import signal
 from pathlib import Path
 
-from handshake import atomic
+from handshake.util import atomic
 from pi.dns import DnsRejected, DnsUnavailable, find_address
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import aiohttp
 
-from handshake import atomic
 from handshake.client import HandshakeClient
 from handshake.errors import ConfigError, PeerUnavailable, RequestError
-from handshake.quietlog import QuietLogger
-from handshake.timeutil import iso
+from handshake.util import atomic
+from handshake.util.quietlog import QuietLogger
+from handshake.util.timeutil import iso
 from pi.config import PiConfig
 from pi.inbox import status, upload
 from pi.inbox.config import InboxConfig

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from handshake.client import HandshakeClient
 from handshake.errors import PeerUnavailable, RequestError
-from handshake.quietlog import QuietLogger
-from handshake.timeutil import iso
+from handshake.util.quietlog import QuietLogger
+from handshake.util.timeutil import iso
 from pi.inbox import batch, status, upload
 from pi.inbox.tracker import Identity, Tracker
 

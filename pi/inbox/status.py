@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 from pi.inbox.config import InboxConfig
 from pi.inbox.tracker import Identity, Tracker
 from pi.inbox.upload import Progress

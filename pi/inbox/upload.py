@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from handshake.client import HandshakeClient
 from handshake.errors import RequestError, TemporaryError
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 from pi.inbox.tracker import Identity
 
 # Read and send in pieces this big: few thread hops, a few MB of memory at most.

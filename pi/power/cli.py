@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from handshake.cliexit import report
 from handshake.errors import ConfigError
-from handshake.timeutil import iso, parse_iso
+from handshake.util.cliexit import report
+from handshake.util.timeutil import iso, parse_iso
 from pi.power.config import PowerConfig
 from pi.power.history import MWMS_PER_WH, Calendar, DayRow, History, MinuteRow, database_path
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from handshake.timeutil import parse_iso
+from handshake.util.timeutil import parse_iso
 from pi.config import PiConfig
 from pi.power.config import PowerConfig
 

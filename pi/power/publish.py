@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from handshake.timeutil import iso
+from handshake.util.timeutil import iso
 from pi.power.health import PlugStatus
 from pi.power.history import MWMS_PER_WH, Calendar, DayRow, Sample
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from handshake import atomic
 from handshake.errors import FatalError
-from handshake.quietlog import QuietLogger
+from handshake.util import atomic
+from handshake.util.quietlog import QuietLogger
 from pi.config import PiConfig
 from pi.power import publish
 from pi.power.config import PowerConfig

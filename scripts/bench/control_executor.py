@@ -34,8 +34,8 @@ from typing import Any
 
 from _common import ROOT, Target, emit_json, machine, machine_line, memory, run
 
-from handshake import atomic
-from handshake.timeutil import iso
+from handshake.util import atomic
+from handshake.util.timeutil import iso
 from host.planner import cli as planner_cli
 from host.planner.config import BatteryModel, PlannerConfig, Source
 from pi.control import decide as d

@@ -83,7 +83,7 @@ days = "mon-fri"
         The host went to sleep when it sent the fixture snapshot: the api daemon restores
         that state (its private state file) instead of starting a fresh "asleep since now".
         """
-        from handshake import atomic  # noqa: PLC0415 - after _common's sys.path tweak
+        from handshake.util import atomic  # noqa: PLC0415 - after _common's sys.path tweak
         from pi.hostloop import STATE_FILE  # noqa: PLC0415
         from pi.state import HostState, HostStatus  # noqa: PLC0415
 

@@ -46,9 +46,9 @@ from _common import (
     wait_http,
 )
 
-from handshake import atomic
 from handshake.client import HandshakeClient
 from handshake.messages import GoingOffline
+from handshake.util import atomic
 from pi.hostloop import SNAPSHOT_SCHEMA
 
 TARGET_P99_MS = 100.0

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from handshake import atomic
+from handshake.util import atomic
 from host.config import HostAgentSection, HostConfig, PiLink
 from host.inbox.config import HostInboxConfig
 from pi import config as pi_config
