@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import cast
+
+import msgspec
 
 from handshake.errors import EdgepairError
 from handshake.messages import REASONS, Reason
@@ -71,8 +72,8 @@ def _notify(config: host_config.HostConfig, args: argparse.Namespace) -> int:
             log.info("not shutting down; nothing sent")
             return EXIT_OK
     if args.deadline is not None:
-        config = dataclasses.replace(
-            config, pi=dataclasses.replace(config.pi, notify_deadline_s=args.deadline))
+        config = msgspec.structs.replace(
+            config, pi=msgspec.structs.replace(config.pi, notify_deadline_s=args.deadline))
     asyncio.run(notify(config, args.kind, reason=cast(Reason, reason), wake_at=args.wake_at))
     return EXIT_OK
 

@@ -222,7 +222,7 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 log.info("api listening on %s:%d; DNS %s → %s (%s)", host, port,
                          config.dns.name, controller.desired_address(), config.dns.backend)
                 async with controller.running(), asyncio.TaskGroup() as group:
-                    if config.section("pihole") is not None:
+                    if config.pihole is not None:
                         pihole_stats = optional_module("pi.pihole_stats")
                         if pihole_stats is not None:
                             group.create_task(pihole_stats.run(config, session))
@@ -273,7 +273,7 @@ async def _publish_pi_stats(config: PiConfig) -> None:
     delays = itertools.chain([PI_STATS_FIRST_REFRESH_S], itertools.repeat(PI_STATS_INTERVAL_S))
     while True:
         document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S,
-                                   pihole=config.section("pihole") is not None,
+                                   pihole=config.pihole is not None,
                                    grace_until=started + pistats.STARTUP_GRACE_S)
         await asyncio.to_thread(atomic.write_bytes, path,
                                 json.dumps(document, indent=1).encode() + b"\n")

@@ -256,7 +256,7 @@ def _print_json(value: Any) -> None:
 
 
 def _guess_side(path: Path) -> str:
-    from handshake.configfile import load_toml  # noqa: PLC0415
+    from handshake.util.configfile import load_toml  # noqa: PLC0415
 
     data = load_toml(path)
     host = data.get("host")
@@ -286,10 +286,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         problems.extend(exc.problems)
     secrets = _secrets_path(args.file, side)
     if secrets is not None:
-        from handshake.configfile import load_secrets  # noqa: PLC0415
+        from handshake.util.secrets import load_secrets  # noqa: PLC0415
+        from host.config import HostSecrets  # noqa: PLC0415
+        from pi.config import PiSecrets  # noqa: PLC0415
 
         try:
-            load_secrets(secrets)
+            load_secrets(secrets, PiSecrets if side == "pi" else HostSecrets)
         except ConfigError as exc:
             problems.extend(exc.problems)
     for problem in problems:
@@ -303,7 +305,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def _secrets_path(path: Path, side: str) -> Path | None:
     """The secrets file a config names, read leniently so it is checked even if the rest fails."""
-    from handshake.configfile import load_toml, resolve  # noqa: PLC0415
+    from handshake.util.configfile import load_toml, resolve  # noqa: PLC0415
 
     try:
         section = load_toml(path).get("pi" if side == "pi" else "host", {})

@@ -12,13 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from handshake.configfile import Section, is_url
+from msgspec import Meta
+
 from handshake.util import atomic
 from handshake.util.quietlog import QuietLogger
+from handshake.util.schema import Section, Url
 from handshake.util.timeutil import iso
 from pi.pihole_api import REQUEST_TIMEOUT_S, PiholeError, PiholeSession, PiholeUnavailable
 
@@ -36,21 +36,9 @@ FILE = "pihole.json"
 MAX_BACKOFF_S = 300.0
 
 
-@dataclass(frozen=True, slots=True)
-class PiholeStatsConfig:
-    url: str = "http://127.0.0.1"
-    interval_s: float = 60.0
-
-
-def parse(section: Section, file: Path) -> PiholeStatsConfig:
-    """``[pihole]``: ``url`` of Pi-hole's web server and the refresh ``interval_s``."""
-    config = PiholeStatsConfig(
-        url=section.check("url", section.text("url", "http://127.0.0.1"), is_url,
-                          "an http:// or https:// URL"),
-        interval_s=section.number("interval_s", 60.0, lo=1, hi=3600),
-    )
-    section.done()
-    return config
+class PiholeStatsConfig(Section, frozen=True, kw_only=True):
+    url: Annotated[Url, Meta(description="Pi-hole's web server")] = "http://127.0.0.1"
+    interval_s: Annotated[float, Meta(ge=1, le=3600, description="pihole.json refresh period")] = 60.0
 
 
 class PiholeStats:
@@ -101,7 +89,8 @@ def document(summary: dict[str, Any] | None, error: str | None, now: float,
 async def run(config: PiConfig, session: aiohttp.ClientSession, *,
               clock: Callable[[], float] = time.time) -> None:
     """Write ``pihole.json`` every ``interval_s`` until cancelled; log out on the way out."""
-    section: PiholeStatsConfig = config.section("pihole")
+    section = config.pihole
+    assert section is not None  # run only when [pihole] is configured
     stats = PiholeStats(section.url, config.secrets().pihole_password, session)
     quiet = QuietLogger(log)
     path = config.public_dir / FILE

@@ -43,7 +43,7 @@ def write_secrets(path: Path, key_hex: str = KEY_HEX, mode: int = 0o600, extra: 
 
 def pi_toml(tmp: Path, *, host_url: str = "http://127.0.0.1:9", api_port: int = 0,
             dns_port: int = 0, wol_port: int = 9, extra: str = "", host_extra: str = "",
-            dns_extra: str = "", api_extra: str = "") -> Path:
+            dns_extra: str = "", api_extra: str = "", anonymous_wake: bool = True) -> Path:
     """A Pi config in ``tmp`` (loopback only) and its secrets file."""
     secrets = write_secrets(tmp / "secrets.toml")
     path = tmp / "pi.toml"
@@ -55,7 +55,7 @@ secrets_file = "{secrets}"
 
 [api]
 listen = "127.0.0.1:{api_port or free_port()}"
-allow_anonymous_wake = true
+allow_anonymous_wake = {str(anonymous_wake).lower()}
 {api_extra}
 
 [host]

@@ -256,9 +256,7 @@ async def test_anonymous_wake_with_a_hostile_body_is_400(make_rig: RigFactory) -
 
 
 async def test_anonymous_wake_refused_when_not_allowed(tmp_path: Path, make_rig: RigFactory) -> None:
-    rig = await make_rig()
-    config = rig.controller.config
-    object.__setattr__(config.api, "allow_anonymous_wake", False)
+    rig = await make_rig(anonymous_wake=False)
     status, answer = await rig.raw("POST", "/api/v1/wake", b"{}")
     assert status == 401
     assert "allow_anonymous_wake" in answer["error"]["message"]

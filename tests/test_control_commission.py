@@ -71,7 +71,7 @@ max_charge_w = 5000
 settle_s = 0
 """)
     config = load(path)
-    control = config.section("control")
+    control = config.control
     clock = Clock()
     executor = Executor(control, {"inverter": ModbusDevice("127.0.0.1", deye.port, 1, 0.5)},
                         baselines=daemon.load_baselines(config.private_dir),

@@ -107,7 +107,7 @@ def test_override_is_reapplied_once_per_slot() -> None:
 
 
 def test_targets_resolve_profiles_and_loads() -> None:
-    config = ControlConfig(profile=SIM, address="127.0.0.1", limits=LIMITS, loads=(load_config(502),))
+    config = ControlConfig.of(profile=SIM, address="127.0.0.1", limits=LIMITS, loads=(load_config(502),))
     follow = d.decide(make({**CHARGE, "loads": {"boiler": True}}), T0, OK, d.State(), ("boiler",))
     assert d.targets(follow, config, {}) == {"mode": 2, "charge_w": 2000, "soc_target": 80,
                                              "load.boiler.switch": 1}
@@ -120,6 +120,6 @@ def test_targets_resolve_profiles_and_loads() -> None:
 
 def test_targets_without_a_baseline_need_commissioning() -> None:
     deye = profiles.load(profiles.PROFILES_DIR / "deye-sg-lp1.toml")
-    config = ControlConfig(profile=deye, address="127.0.0.1", limits=LIMITS)
+    config = ControlConfig.of(profile=deye, address="127.0.0.1", limits=LIMITS)
     with pytest.raises(NotCommissioned, match="edgepair control commission"):
         d.targets(d.decide(None, T0, OK, d.State()), config, {})

@@ -117,14 +117,14 @@ def test_profile_problems_name_file_and_key(tmp_path: Path, edit: tuple[str, str
 def test_a_profile_by_path_relative_to_the_config(tmp_path: Path) -> None:
     write_profile(tmp_path, GOOD)
     config = load(pi_toml(tmp_path, extra='[control]\nprofile = "./mine.toml"\naddress = "127.0.0.1"\n'))
-    control = config.section("control")
+    control = config.control
     assert control.profile.name == "mine"
     assert control.profile.targets("charge", {"soc_target": 30}, {}) == {"mode": 60}
 
 
 def test_control_section_defaults(tmp_path: Path) -> None:
     config = load(pi_toml(tmp_path, extra='[control]\nprofile = "deye-sg-lp1"\naddress = "192.0.2.40"\n'))
-    control = config.section("control")
+    control = config.control
     assert (control.port, control.device_id, control.tick_s, control.verify_s) == (502, 1, 5.0, 60.0)
     assert control.write_budget_per_day == 200
     assert control.limits.max_charge_w == 12000  # the profile's rating
@@ -166,7 +166,7 @@ table = "holding"
 on_value = 2
 off_value = 1
 """))
-    (load_cfg,) = config.section("control").loads
+    (load_cfg,) = config.control.loads
     (reg,) = load_cfg.profile.registers.values()
     assert (load_cfg.name, load_cfg.port, reg.address, reg.table) == ("heatpump", 1502, 7, "holding")
     assert load_cfg.profile.targets("on", {}, {}) == {"switch": 2}

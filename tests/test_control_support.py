@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from handshake.util.timeutil import iso
 from pi.control import profile as profiles
@@ -64,13 +65,14 @@ class Rig:
 
 
 def sim_config(port: int, **kw: Any) -> ControlConfig:
-    base = ControlConfig(profile=SIM, address="127.0.0.1", port=port, limits=LIMITS, settle_s=0.0,
-                         timeout_s=0.3, verify_s=60.0)
-    return dataclasses.replace(base, **kw)
+    base = ControlConfig.of(profile=kw.pop("profile", SIM), limits=kw.pop("limits", LIMITS),
+                            address="127.0.0.1", port=port, settle_s=0.0, timeout_s=0.3,
+                            verify_s=60.0)
+    return msgspec.structs.replace(base, **kw)
 
 
 def load_config(port: int, name: str = "boiler", register: int = 100) -> LoadConfig:
-    return LoadConfig(name=name, address="127.0.0.1", port=port,
+    return LoadConfig.of(name=name, address="127.0.0.1", port=port,
                       profile=LOAD.with_switch(register, "coil", None, None))
 
 

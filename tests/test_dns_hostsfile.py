@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from handshake.configfile import Secrets
 from pi.config import DnsSection
+from pi.config import PiSecrets as Secrets
 from pi.dns import DnsUnavailable, make_backend
 from pi.dns.hostsfile import HEADER, HostsFileDns
 

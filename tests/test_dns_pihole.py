@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from handshake.configfile import Secrets
 from handshake.errors import ConfigError
 from pi.config import DnsSection
+from pi.config import PiSecrets as Secrets
 from pi.dns import DnsRejected, DnsUnavailable, make_backend
 from pi.dns.pihole import PiholeDns, rewrite_hosts
 from tests.fakes.pihole import FakePihole

@@ -10,9 +10,14 @@ from typing import Any
 import pytest
 
 from handshake.auth import keygen
-from handshake.configfile import load_secrets
+from handshake.util.secrets import load_secrets as _load_secrets
 from host import config as host_config
 from pi import config as pi_config
+from pi.config import PiSecrets
+
+
+def load_secrets(path: Path) -> PiSecrets:
+    return _load_secrets(path, PiSecrets)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "scripts" / "config"
 
@@ -109,8 +114,8 @@ def test_pi_example_loads() -> None:
 def test_host_example_loads() -> None:
     config = host_config.load(EXAMPLES / "host.toml")
     assert config.pi.url == "http://192.168.1.20:8770"
-    assert config.section("inbox").dir == Path("/srv/nas/inbox")
-    assert config.section("planner").load_kwh_per_day == 10
+    assert config.inbox.dir == Path("/srv/nas/inbox")
+    assert config.planner.load_kwh_per_day == 10
 
 
 @pytest.mark.parametrize(("name", "sketch"), [("pi.toml", SKETCH_PI), ("host.toml", SKETCH_HOST)])

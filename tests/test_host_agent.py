@@ -23,6 +23,7 @@ from handshake.client import HandshakeClient
 from handshake.errors import FatalError
 from handshake.http import json_body, signed
 from handshake.messages import HostHealth
+from handshake.util.schema import HostPort
 from host import agent, cli
 from host.config import HostAgentSection, HostConfig, PiLink
 from tests.helpers import KEY, free_port, write_secrets
@@ -34,7 +35,7 @@ def host_config(tmp_path: Path, port: int = 8771, max_body: int = 4096) -> HostC
     secrets = write_secrets(tmp_path / "secrets.toml")
     return HostConfig(
         file=tmp_path / "host.toml",
-        host=HostAgentSection(listen=("127.0.0.1", port), state_dir=tmp_path / "state",
+        host=HostAgentSection(listen=HostPort("127.0.0.1", port), state_dir=tmp_path / "state",
                               secrets_file=secrets, max_body_bytes=max_body),
         pi=PiLink(url="http://127.0.0.1:9"),
     )

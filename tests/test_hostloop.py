@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import itertools
 import json
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -226,7 +226,7 @@ async def test_the_heartbeat_loop_survives_a_bug_and_kicks_through_long_interval
         caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(hostloop, "KICK_S", 0.02)
     config = load(pi_toml(tmp_path))
-    config = dataclasses.replace(config, host=dataclasses.replace(
+    config = msgspec.structs.replace(config, host=msgspec.structs.replace(
         config.host, heartbeat_interval_s=0.2, heartbeat_timeout_s=0.1, rise=1))
     calls = 0
     kicks: list[float] = []

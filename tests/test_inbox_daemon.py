@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -313,7 +313,7 @@ def test_wake_decision() -> None:
 
 def test_inbox_config(tmp_path: Path) -> None:
     config = pi_config_with_inbox(tmp_path, "http://127.0.0.1:9")
-    inbox = config.section("inbox")
+    inbox = config.inbox
     assert isinstance(inbox, InboxConfig)
     assert inbox.dir == tmp_path / "pi-inbox"
     assert (inbox.parallel, inbox.wake_enabled) == (2, False)
@@ -469,7 +469,7 @@ async def test_a_large_file_appended_to_while_it_streams_is_not_stored(
 
 async def test_run_refuses_a_config_without_inbox(tmp_path: Path) -> None:
     config = pi_config_with_inbox(tmp_path, "http://127.0.0.1:9")
-    bare = dataclasses.replace(config, extra={})
+    bare = msgspec.structs.replace(config, inbox=None)
     with pytest.raises(ConfigError):
         await daemon.run(bare, ready=lambda: None, kick=lambda name: None)
     assert daemon.WATCHDOG_LOOPS == ("inbox",)

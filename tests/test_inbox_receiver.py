@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import dataclasses
 import errno
 import json
 import os
@@ -12,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -294,7 +294,7 @@ def test_host_config_section(tmp_path: Path) -> None:
     path = tmp_path / "host.toml"
     path.write_text(f'[host]\nsecrets_file = "{secrets}"\n[pi]\nurl = "http://127.0.0.1:1"\n'
                     '[inbox]\ndir = "landing"\nmax_file_bytes = 1000\n')
-    inbox_config = host_config_module.load(path).section("inbox")
+    inbox_config = host_config_module.load(path).inbox
     assert inbox_config.dir == tmp_path / "landing"
     assert inbox_config.max_file_bytes == 1000
     path.write_text(path.read_text() + "max_fiel_bytes = 3\nmin_free_bytes = -1\n")
@@ -332,7 +332,7 @@ async def test_an_unusable_ledger_keeps_the_agent_up_and_answers_503(
     config = host_config(tmp_path)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the state folder should be")
-    config = dataclasses.replace(config, host=dataclasses.replace(config.host, state_dir=blocker))
+    config = msgspec.structs.replace(config, host=msgspec.structs.replace(config.host, state_dir=blocker))
     tc: Client = await aiohttp_client(agent.build_app(config, boot_id="b"))
     assert (await tc.get("/api/v1/health")).status == 200
     async with HandshakeClient(str(tc.make_url("")), KEY) as pi:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -49,14 +49,14 @@ def config_with(tmp_path: Path, url: str, password: str | None = PASSWORD,
     extra = f'pihole_password = "{password}"\n' if password is not None else ""
     config = load(pi_toml(tmp_path, extra=f'[pihole]\nurl = "{url}"\n'))
     write_secrets(tmp_path / "secrets.toml", extra=extra)
-    return dataclasses.replace(config, extra={"pihole": PiholeStatsConfig(url, interval_s)})
+    return msgspec.structs.replace(config, pihole=PiholeStatsConfig(url=url, interval_s=interval_s))
 
 
 def test_section_defaults_and_problems(tmp_path: Path) -> None:
     config = load(pi_toml(tmp_path, extra="[pihole]\n"))
-    assert config.section("pihole") == PiholeStatsConfig("http://127.0.0.1", 60.0)
+    assert config.pihole == PiholeStatsConfig(url="http://127.0.0.1", interval_s=60.0)
     config = load(pi_toml(tmp_path, extra='[pihole]\nurl = "http://10.0.0.2:8080"\ninterval_s = 15\n'))
-    assert config.section("pihole") == PiholeStatsConfig("http://10.0.0.2:8080", 15.0)
+    assert config.pihole == PiholeStatsConfig(url="http://10.0.0.2:8080", interval_s=15.0)
     with pytest.raises(ConfigError) as caught:
         load(pi_toml(tmp_path, extra='[pihole]\nurl = "pi.hole"\ninterval_s = 0\nintervall = 5\n'))
     text = "\n".join(caught.value.problems)

@@ -107,7 +107,7 @@ async def pi(tmp_path: Path, aiohttp_server: Any) -> tuple[str, Path]:
 async def run(path: Path, *argv: str) -> int:
     config = host_config.load(path)
     args = cli._parser().parse_args(["--config", str(path), *argv])
-    return await cli._run(config, config.section("planner"), args)
+    return await cli._run(config, config.planner, args)
 
 
 async def test_plan_and_push(tmp_path: Path, pi: tuple[str, Path],
@@ -121,7 +121,7 @@ async def test_plan_and_push(tmp_path: Path, pi: tuple[str, Path],
     assert "saves" in out
     stored = json.loads((private / PLAN_FILE).read_text())
     pi_config = load(pi_toml(tmp_path / "pi", extra=CONTROL))
-    plan = validate(stored, pi_config.section("control").limits, ("boiler",))
+    plan = validate(stored, pi_config.control.limits, ("boiler",))
     assert len(plan.slots) == 96
     assert plan.valid_from == slot_now()
     assert sum(slot.loads["boiler"] for slot in plan.slots) >= 8  # 2 h in the cheapest slots
@@ -201,7 +201,7 @@ async def test_the_command_line(tmp_path: Path) -> None:
 def test_the_demo_plan_is_valid_on_the_demo_pi(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     doc = cli.demo_plan(now, soc_pct=40, seq=7, loads=("boiler",))
-    control = load(pi_toml(tmp_path, extra=CONTROL)).section("control")
+    control = load(pi_toml(tmp_path, extra=CONTROL)).control
     plan = validate(doc, control.limits, ("boiler",), now=now)
     assert len(plan.slots) == 96
     assert plan.seq == 7
@@ -221,7 +221,7 @@ def test_a_plan_that_would_do_worse_than_doing_nothing_is_not_pushed_as_such() -
     price = [-0.05 if 40 <= t < 60 else x for t, x in enumerate(price)]
     battery = BatteryModel(capacity_wh=10_000, soc_min_pct=10, soc_max_pct=100,
                            max_charge_w=3000, max_discharge_w=3000, round_trip_efficiency=0.9)
-    planner = PlannerConfig(prices=Source("/unused.json"), battery=battery, soc_step_pct=0.1)
+    planner = PlannerConfig.of(prices=Source("/unused.json"), battery=battery, soc_step_pct=0.1)
     start = datetime(2030, 6, 1, tzinfo=UTC)
     data = cli.Inputs(start=start, price=price, export_price=[0.08] * 96,
                       pv_w=[w * 8 for w in pv], load_w=load, loads={})

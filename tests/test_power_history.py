@@ -73,7 +73,7 @@ class Expected:
 async def site(tmp_path: Path) -> AsyncIterator[tuple[PowerService, Clock, dict[str, ScriptedLink]]]:
     config = pi_config.load(power_config(tmp_path, [
         PlugSpec("nas", role="host", interval_s=INTERVAL), PlugSpec("tv", interval_s=INTERVAL)]))
-    power = config.section("power")
+    power = config.power
     assert isinstance(power, PowerConfig)
     clock = Clock(T0)
     links = {"nas": ScriptedLink(clock), "tv": ScriptedLink(clock)}

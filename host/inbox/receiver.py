@@ -53,7 +53,7 @@ _CLIENT_GONE = (ConnectionError, asyncio.IncompleteReadError, aiohttp.ClientErro
 
 def add_routes(app: web.Application, config: HostConfig) -> None:
     """Serve the inbox when the host's config has ``[inbox]``."""
-    inbox: HostInboxConfig | None = config.section("inbox")
+    inbox: HostInboxConfig | None = config.inbox
     if inbox is None:
         return
     receiver = Receiver(inbox, config.host.state_dir / "private" / "inbox-receipts.sqlite3",

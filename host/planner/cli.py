@@ -22,7 +22,7 @@ from handshake.util.cliexit import EXIT_OK, report
 from handshake.util.timeutil import iso, parse_iso, utcnow
 from host import config as host_config
 from host.planner import dp, inputs
-from host.planner.config import BatteryModel, PlannerConfig, ShiftableLoad, Source
+from host.planner.config import PlannerConfig, ShiftableLoad
 from host.planner.inputs import DailyProfile, InputError, Series
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         config = host_config.load(args.config)
-        planner: PlannerConfig | None = config.section("planner")
+        planner: PlannerConfig | None = config.planner
         if planner is None:
             raise ConfigError([f"{args.config}: [planner]: section missing"])
         return asyncio.run(_run(config, planner, args))
@@ -223,9 +223,9 @@ def demo_plan(now: datetime, soc_pct: float = 50.0, seq: int = 1,
              - 0.07 * math.exp(-((h - 13) ** 2) / 6) for h in hour]
     pv = [4000 * max(0.0, math.sin(math.pi * (h - 6) / 14)) if 6 < h < 20 else 0.0 for h in hour]
     load_w = inputs.default_load(9.0, tz).slots(start, count, SLOT_S)
-    planner = PlannerConfig(prices=Source("demo"), export_price_eur_kwh=0.08,
-                            soc_step_pct=0.1, battery=BatteryModel(),
-                            loads=tuple(ShiftableLoad(name, 2000.0, 2.0) for name in loads))
+    planner = PlannerConfig(prices_at="demo", export_price_eur_kwh=0.08, soc_step_pct=0.1,
+                            loads=tuple(ShiftableLoad(name=name, power_w=2000.0, hours=2.0)
+                                        for name in loads))
     switches = shiftable(planner, start, price, tz)
     data = Inputs(start=start, price=price, export_price=[0.08] * count, pv_w=pv,
                   load_w=with_loads(planner, load_w, switches), loads=switches)

@@ -1,14 +1,18 @@
 """``[planner]`` in host.toml: where the inputs come from, the battery model and the grid limits."""
 
-from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from handshake.configfile import Section, is_url, resolve
+from msgspec import Meta, field
 
-FORMATS = ("auto", "awattar", "forecast.solar", "csv")
+from handshake.util.configfile import is_url, resolve
+from handshake.util.schema import Check, Parse, Section, TimeZone
+
 _LOAD_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
@@ -34,104 +38,93 @@ class BatteryModel:
     round_trip_efficiency: float = 0.9
 
 
-@dataclass(frozen=True, slots=True)
-class ShiftableLoad:
+Format = Literal["auto", "awattar", "forecast.solar", "csv"]
+
+
+def _location(value: object, file: Path) -> str:
+    """A URL as it is, a file path resolved against the config file's folder."""
+    if not isinstance(value, str) or not value:
+        raise TypeError(value)
+    return value if is_url(value) else str(resolve(file, value))
+
+
+Location = Annotated[str, Parse(_location, "a URL or a file path", "URL or path", with_file=True)]
+
+
+class ShiftableLoad(Section, frozen=True, kw_only=True):
     """A named load on the Pi that runs ``hours`` a day, put into the cheapest slots."""
 
-    name: str
-    power_w: float
-    hours: float
+    name: Annotated[str, Check(lambda v: bool(_LOAD_NAME.match(v)),
+                               "a load name configured on the Pi ([[control.loads]])"),
+                    Meta(description="as in the Pi's [[control.loads]]")]
+    power_w: Annotated[float, Meta(ge=0, le=1e6, description="its draw while on")]
+    hours: Annotated[float, Meta(ge=0, le=24, description="hours a day it must run")]
 
 
-@dataclass(frozen=True, slots=True)
-class PlannerConfig:
-    prices: Source
-    battery: BatteryModel
-    pv_forecast: Source | None = None
-    load_baseline: Source | None = None
-    load_kwh_per_day: float = 10.0
-    price_add_eur_kwh: float = 0.0
-    price_factor: float = 1.0
-    export_price_eur_kwh: float = 0.0
-    grid_import_max_w: float | None = None
-    initial_soc_pct: float = 50.0
-    soc_step_pct: float = 0.01
-    horizon_h: float = 36.0
-    min_horizon_h: float = 4.0
-    timezone: str | None = None
-    fetch_timeout_s: float = 20.0
-    push_deadline_s: float = 60.0
-    loads: tuple[ShiftableLoad, ...] = ()
+class PlannerConfig(Section, frozen=True, kw_only=True):
+    prices_at: Annotated[Location, Meta(description="day-ahead prices: a URL or a file")] = \
+        field(name="prices")
+    prices_format: Annotated[Format, Meta(description="how to read them")] = "auto"
+    pv_forecast_at: Annotated[Location | None, Meta(
+        description="PV forecast: a URL or a file")] = field(default=None, name="pv_forecast")
+    pv_forecast_format: Annotated[Format, Meta(description="how to read it")] = "auto"
+    load_baseline_at: Annotated[Location | None, Meta(
+        description="load profile: a URL or a file")] = field(default=None, name="load_baseline")
+    load_baseline_format: Annotated[Format, Meta(description="how to read it")] = "auto"
+    capacity_wh: Annotated[float, Meta(ge=100, le=1e7, description="usable battery capacity")] = 10_000.0
+    soc_min_pct: Annotated[float, Meta(ge=0, le=100, description="plan no lower")] = 10.0
+    soc_max_pct: Annotated[float, Meta(ge=0, le=100, description="plan no higher")] = 95.0
+    max_charge_w: Annotated[float, Meta(ge=0, le=1e6, description="battery charge power")] = 3000.0
+    max_discharge_w: Annotated[float, Meta(ge=0, le=1e6,
+                                           description="battery discharge power")] = 3000.0
+    round_trip_efficiency: Annotated[float, Meta(ge=0.3, le=1.0,
+                                                 description="charge × discharge efficiency")] = 0.9
+    load_kwh_per_day: Annotated[float, Meta(
+        ge=0, le=10_000, description="flat load when no baseline is given")] = 10.0
+    price_add_eur_kwh: Annotated[float, Meta(ge=-10, le=10,
+                                             description="added to every price (fees, taxes)")] = 0.0
+    price_factor: Annotated[float, Meta(ge=0, le=10, description="prices are multiplied by it")] = 1.0
+    export_price_eur_kwh: Annotated[float, Meta(ge=-10, le=10, description="feed-in price")] = 0.0
+    grid_import_max_w: Annotated[float | None, Meta(ge=0, description="grid import cap")] = None
+    initial_soc_pct: Annotated[float, Meta(ge=0, le=100,
+                                           description="SoC when the Pi reports none")] = 50.0
+    soc_step_pct: Annotated[float, Meta(ge=0.01, le=10, description="DP resolution")] = 0.01
+    horizon_h: Annotated[float, Meta(ge=1, le=48, description="plan this far ahead")] = 36.0
+    min_horizon_h: Annotated[float, Meta(ge=0.25, le=48,
+                                         description="refuse to plan with less known")] = 4.0
+    timezone: Annotated[TimeZone | None, Meta(description="for local-time inputs")] = None
+    fetch_timeout_s: Annotated[float, Meta(ge=0.1, le=600, description="one input fetch")] = 20.0
+    push_deadline_s: Annotated[float, Meta(ge=0.1, le=3600,
+                                           description="pushing the plan to the Pi")] = 60.0
+    loads: Annotated[tuple[ShiftableLoad, ...], Meta(description="shiftable loads")] = ()
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.soc_min_pct >= self.soc_max_pct:
+            yield ("soc_min_pct", f"expected less than soc_max_pct ({self.soc_max_pct:g})")
 
-def parse(section: Section, file: Path) -> PlannerConfig:
-    """Read ``[planner]``; problems go to the section's collector."""
-    s = section
-    b = BatteryModel(
-        capacity_wh=s.number("capacity_wh", 10_000.0, lo=100, hi=1e7),
-        soc_min_pct=s.number("soc_min_pct", 10.0, lo=0, hi=100),
-        soc_max_pct=s.number("soc_max_pct", 95.0, lo=0, hi=100),
-        max_charge_w=s.number("max_charge_w", 3000.0, lo=0, hi=1e6),
-        max_discharge_w=s.number("max_discharge_w", 3000.0, lo=0, hi=1e6),
-        round_trip_efficiency=s.number("round_trip_efficiency", 0.9, lo=0.3, hi=1.0),
-    )
-    if isinstance(b.soc_min_pct, float) and isinstance(b.soc_max_pct, float) \
-            and b.soc_min_pct >= b.soc_max_pct:
-        s.problems.add(s.key("soc_min_pct"), f"expected less than soc_max_pct ({b.soc_max_pct:g})")
-    config = PlannerConfig(
-        prices=_source(s, "prices", file, required=True),  # type: ignore[arg-type]
-        battery=b,
-        pv_forecast=_source(s, "pv_forecast", file),
-        load_baseline=_source(s, "load_baseline", file),
-        load_kwh_per_day=s.number("load_kwh_per_day", 10.0, lo=0, hi=10_000),
-        price_add_eur_kwh=s.number("price_add_eur_kwh", 0.0, lo=-10, hi=10),
-        price_factor=s.number("price_factor", 1.0, lo=0, hi=10),
-        export_price_eur_kwh=s.number("export_price_eur_kwh", 0.0, lo=-10, hi=10),
-        grid_import_max_w=s.number("grid_import_max_w", None, lo=0),
-        initial_soc_pct=s.number("initial_soc_pct", 50.0, lo=0, hi=100),
-        soc_step_pct=s.number("soc_step_pct", 0.01, lo=0.01, hi=10),
-        horizon_h=s.number("horizon_h", 36.0, lo=1, hi=48),
-        min_horizon_h=s.number("min_horizon_h", 4.0, lo=0.25, hi=48),
-        timezone=_timezone(s),
-        fetch_timeout_s=s.number("fetch_timeout_s", 20.0, lo=0.1, hi=600),
-        push_deadline_s=s.number("push_deadline_s", 60.0, lo=0.1, hi=3600),
-        loads=tuple(_loads(s)),
-    )
-    s.done()
-    return config
+    @classmethod
+    def of(cls, *, prices: Source, battery: BatteryModel | None = None,
+           **kw: Any) -> "PlannerConfig":
+        """Built from parts (tests, benchmarks)."""
+        return cls(prices_at=prices.location, prices_format=prices.format,  # type: ignore[arg-type]
+                   **dataclasses.asdict(battery or BatteryModel()), **kw)
 
+    @property
+    def battery(self) -> BatteryModel:
+        return BatteryModel(capacity_wh=self.capacity_wh, soc_min_pct=self.soc_min_pct,
+                            soc_max_pct=self.soc_max_pct, max_charge_w=self.max_charge_w,
+                            max_discharge_w=self.max_discharge_w,
+                            round_trip_efficiency=self.round_trip_efficiency)
 
-def _source(s: Section, key: str, file: Path, required: bool = False) -> Source | None:
-    value = s.text(key) if required else s.text(key, None)
-    fmt = s.text(f"{key}_format", "auto", choices=FORMATS)
-    if not isinstance(value, str):
-        return None
-    location = value if is_url(value) else str(resolve(file, value))
-    return Source(location, fmt if isinstance(fmt, str) else "auto")
+    @property
+    def prices(self) -> Source:
+        return Source(self.prices_at, self.prices_format)
 
+    @property
+    def pv_forecast(self) -> Source | None:
+        return Source(self.pv_forecast_at, self.pv_forecast_format) if self.pv_forecast_at else None
 
-def _timezone(s: Section) -> str | None:
-    tz: str | None = s.text("timezone", None)
-    if isinstance(tz, str):
-        try:
-            from zoneinfo import ZoneInfo  # noqa: PLC0415
-
-            ZoneInfo(tz)
-        except Exception:
-            s.problems.add(s.key("timezone"), f"expected an IANA time zone like \"Europe/Berlin\", "
-                           f"got {tz!r}")
-    return tz
-
-
-def _loads(s: Section) -> list[ShiftableLoad]:
-    out = []
-    for entry in s.table_list("loads"):
-        load = ShiftableLoad(
-            name=entry.check("name", entry.text("name"), lambda v: bool(_LOAD_NAME.match(v)),
-                             "a load name configured on the Pi ([[control.loads]])"),
-            power_w=entry.number("power_w", lo=0, hi=1e6),
-            hours=entry.number("hours", lo=0, hi=24),
-        )
-        entry.done()
-        out.append(load)
-    return out
+    @property
+    def load_baseline(self) -> Source | None:
+        return (Source(self.load_baseline_at, self.load_baseline_format)
+                if self.load_baseline_at else None)

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
 
     try:
         config = pi_config.load(args.config)
-        control: ControlConfig | None = config.section("control")
+        control: ControlConfig | None = config.control
         if control is None:
             raise ConfigError([f"{args.config}: [control]: section missing"])
         return commission(control, config.private_dir, config.public_dir, force=args.force)

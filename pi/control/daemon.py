@@ -40,7 +40,7 @@ STOP_DEADLINE_S = 15.0
 async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
               kick: Callable[[str], None] = lambda name: None) -> None:
     """Run until cancelled; the device is left in the safe state."""
-    control: ControlConfig | None = config.section("control")
+    control: ControlConfig | None = config.control
     if control is None:
         raise ConfigError([f"{config.file}: [control]: section missing (energy control is not "
                            "configured)"])

@@ -47,7 +47,7 @@ def add_routes(app: web.Application, config: PiConfig) -> None:
 async def put_plan(request: web.Request) -> web.Response:
     """Validate and store the host's plan; 409 for a stale seq, 400 naming the bad field."""
     config = request.app[CONFIG]
-    control: ControlConfig | None = config.section("control")
+    control: ControlConfig | None = config.control
     if control is None:
         return json_error(409, "not_configured",
                           "energy control is not configured on this Pi (no [control] section)")

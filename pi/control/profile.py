@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handshake.configfile import Problems, Section, load_toml, resolve
 from handshake.errors import FatalError
+from handshake.util.configfile import Problems, Section, load_toml, resolve
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 KINDS = ("inverter", "load")

@@ -14,8 +14,8 @@ from handshake.errors import ConfigError, FatalError, TemporaryError
 if TYPE_CHECKING:
     import aiohttp
 
-    from handshake.configfile import Secrets
     from pi.config import DnsSection
+    from pi.config import PiSecrets as Secrets
 
 
 class DnsBackend(Protocol):

@@ -1,49 +1,30 @@
 """``[inbox]`` of the Pi's config (kept light: ``edgepair check-config`` imports it)."""
 
-from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from handshake.configfile import Section, resolve
+from msgspec import Meta
+
+from handshake.util.schema import Section
 
 
-@dataclass(frozen=True, slots=True)
-class InboxConfig:
-    dir: Path
-    # A file closed after writing and unchanged this long is ready to forward.
-    settle_s: float = 10.0
-    # Full rescans back up inotify (lost events, files dropped while the daemon was down).
-    rescan_s: float = 60.0
-    # Files in flight to the host at once: large ones streaming …
-    parallel: int = 2
-    # … and requests with small files (≤ 256 KiB, up to 128 to a request), whose time goes
-    # to the host's disk flushes rather than the wire.
-    parallel_small: int = 4
-    # Optional wake of a sleeping host: ready files of at least this many bytes …
-    wake_min_bytes: int | None = None
-    # … or a ready file waiting at least this long. Both unset: never wake (the default).
-    wake_max_age_s: float | None = None
-    # inbox.json is rewritten at least this often (and soon after every change).
-    publish_interval_s: float = 30.0
+class InboxConfig(Section, frozen=True, kw_only=True):
+    dir: Annotated[Path, Meta(description="the SMB drop folder")]
+    settle_s: Annotated[float, Meta(
+        ge=0, le=86400, description="a closed file unchanged this long is ready to forward")] = 10.0
+    rescan_s: Annotated[float, Meta(
+        ge=0.05, le=86400, description="full rescans back up inotify (lost events, downtime)")] = 60.0
+    parallel: Annotated[int, Meta(ge=1, le=16, description="large files streaming at once")] = 2
+    parallel_small: Annotated[int, Meta(
+        ge=1, le=64, description="requests of small files (≤ 256 KiB, 128 a request) at once")] = 4
+    wake_min_bytes: Annotated[int | None, Meta(
+        ge=1, description="wake a sleeping host when ready files reach this many bytes")] = None
+    wake_max_age_s: Annotated[float | None, Meta(
+        ge=1, le=30 * 86400, description="… or a ready file has waited this long")] = None
+    publish_interval_s: Annotated[float, Meta(
+        ge=1, le=3600, description="inbox.json is rewritten at least this often")] = 30.0
 
     @property
     def wake_enabled(self) -> bool:
         return self.wake_min_bytes is not None or self.wake_max_age_s is not None
-
-
-def parse(section: Section, file: Path) -> InboxConfig:
-    """Read ``[inbox]``; problems go to the section's collector."""
-    directory = section.text("dir")
-    config = InboxConfig(
-        dir=resolve(file, directory if isinstance(directory, str) else "."),
-        settle_s=section.number("settle_s", 10.0, lo=0, hi=86400),
-        rescan_s=section.number("rescan_s", 60.0, lo=0.05, hi=86400),
-        parallel=section.integer("parallel", 2, lo=1, hi=16),
-        parallel_small=section.integer("parallel_small", 4, lo=1, hi=64),
-        wake_min_bytes=section.integer("wake_min_bytes", None, lo=1),
-        wake_max_age_s=section.number("wake_max_age_s", None, lo=1, hi=30 * 86400),
-        publish_interval_s=section.number("publish_interval_s", 30.0, lo=1, hi=3600),
-    )
-    section.done()
-    return config

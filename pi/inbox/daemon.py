@@ -42,7 +42,7 @@ PUBLISH_GAP_S = 0.5
 async def run(config: PiConfig, *, ready: Callable[[], None],
               kick: Callable[[str], None]) -> None:
     """Run the inbox daemon until cancelled."""
-    inbox = config.section("inbox")
+    inbox = config.inbox
     if not isinstance(inbox, InboxConfig):
         raise ConfigError([f"{config.file}: [inbox]: the inbox daemon needs this section"])
     await Inbox(config, inbox, config.secrets().handshake_key).run(ready, kick)

@@ -64,7 +64,7 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
     from pi import config as pi_config  # noqa: PLC0415 - keep `edgepair power --help` quick
 
     config = pi_config.load(args.config)
-    power = config.section("power")
+    power = config.power
     if not isinstance(power, PowerConfig):
         raise UsageError(f"{args.config} has no [power] section")
     path = database_path(power, config.private_dir)

@@ -3,43 +3,77 @@
 Kept light (no python-kasa import): ``edgepair check-config`` and the api daemon import it.
 """
 
-from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Literal
 
-from handshake.configfile import Section, is_ip, resolve
+from msgspec import Meta
+
 from handshake.errors import ConfigError
+from handshake.util.configfile import is_ip
+from handshake.util.schema import Check, Section
 
-ENCRYPTIONS = ("klap", "aes")
-ROLES = ("host", "other")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 
-@dataclass(frozen=True, slots=True)
-class PlugConfig:
-    name: str
-    address: str
-    port: int | None = None
-    encryption: str = "klap"
-    role: str = "other"
-    interval_s: float = 5.0
+def _is_name(value: str) -> bool:
+    return bool(_NAME_RE.match(value))
 
 
-@dataclass(frozen=True, slots=True)
-class PowerConfig:
-    plugs: tuple[PlugConfig, ...]
-    commit_interval_s: float = 60.0
-    raw_retention_days: int = 14
-    minute_retention_days: int = 400
-    publish_interval_s: float = 10.0
-    update_timeout_s: float = 10.0
-    max_backoff_s: float = 60.0
-    hung_min_w: float = 15.0
-    off_max_w: float = 5.0
-    database: Path | None = None
+def _is_address(value: str) -> bool:
+    return is_ip(value) or bool(_HOSTNAME_RE.match(value))
+
+
+class PlugConfig(Section, frozen=True, kw_only=True):
+    name: Annotated[str, Check(_is_name, "a short name of letters, digits, '-', '_' or '.' "
+                                         "(≤ 32 characters)"), Meta(description="shown on the dashboard")]
+    address: Annotated[str, Check(_is_address, "an IP address or host name"),
+                       Meta(description="reached by address: no discovery broadcast")]
+    port: Annotated[int | None, Meta(ge=1, le=65535, description="emulated plugs only")] = None
+    encryption: Annotated[Literal["klap", "aes"], Meta(
+        description="klap, or aes for older P110 firmware")] = "klap"
+    role: Annotated[Literal["host", "other"], Meta(
+        description="host: feeds the host's hung/off diagnosis")] = "other"
+    interval_s: Annotated[float, Meta(ge=0.05, le=3600, description="poll period")] = 5.0
+
+
+class PowerConfig(Section, frozen=True, kw_only=True):
+    plugs: Annotated[tuple[PlugConfig, ...], Meta(description="the plugs, at least one")] = ()
+    commit_interval_s: Annotated[float, Meta(
+        ge=0.05, le=3600, description="samples reach sqlite at most this often (SD wear)")] = 60.0
+    raw_retention_days: Annotated[int, Meta(ge=1, le=3650, description="raw samples kept")] = 14
+    minute_retention_days: Annotated[int, Meta(
+        ge=1, le=36500, description="1-minute aggregates kept")] = 400
+    publish_interval_s: Annotated[float, Meta(ge=0.05, le=3600,
+                                              description="power.json refresh period")] = 10.0
+    update_timeout_s: Annotated[float, Meta(ge=0.05, le=600,
+                                            description="one plug update's deadline")] = 10.0
+    max_backoff_s: Annotated[float, Meta(ge=0.05, le=86400,
+                                         description="a failing plug is retried at least this often")] = 60.0
+    hung_min_w: Annotated[float, Meta(ge=0, le=100_000,
+                                      description="host plug above this while lost: hung")] = 15.0
+    off_max_w: Annotated[float, Meta(ge=0, le=100_000,
+                                     description="host plug below this: off")] = 5.0
+    database: Annotated[Path | None, Meta(description="default: private/power.sqlite")] = None
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not self.plugs:
+            yield ("plugs", "expected at least one [[power.plugs]] table")
+        names = [p.name for p in self.plugs]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            yield ("plugs", f"plug name {name!r} is used more than once")
+        if sum(p.role == "host" for p in self.plugs) > 1:
+            yield ("plugs", "at most one plug may have role = \"host\"")
+        if self.off_max_w > self.hung_min_w:
+            yield ("off_max_w", f"expected a value ≤ hung_min_w ({self.hung_min_w}), "
+                   f"got {self.off_max_w}")
+        if self.minute_retention_days <= self.raw_retention_days:
+            # a day's total is summed from its minutes while its raw samples may still arrive
+            yield ("minute_retention_days", f"expected more than raw_retention_days "
+                   f"({self.raw_retention_days}), got {self.minute_retention_days}")
 
     def host_plug(self) -> PlugConfig | None:
         """The plug that feeds the host's power diagnosis, if one has role ``host``."""
@@ -47,49 +81,6 @@ class PowerConfig:
 
     def plug(self, name: str) -> PlugConfig | None:
         return next((p for p in self.plugs if p.name == name), None)
-
-
-def parse(section: Section, file: Path) -> PowerConfig:
-    """Read ``[power]`` and its ``[[power.plugs]]``; problems go to the section's collector."""
-    plugs: list[PlugConfig] = []
-    for entry in section.table_list("plugs"):
-        plug = _plug(entry)
-        entry.done()
-        if plug is not None:
-            plugs.append(plug)
-    if not plugs and not section.problems.items:
-        section.problems.add(section.key("plugs"), "expected at least one [[power.plugs]] table")
-    names = [p.name for p in plugs]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        section.problems.add(section.key("plugs"), f"plug name {name!r} is used more than once")
-    if sum(p.role == "host" for p in plugs) > 1:
-        section.problems.add(section.key("plugs"), "at most one plug may have role = \"host\"")
-    database = section.text("database", None)
-    config = PowerConfig(
-        plugs=tuple(plugs),
-        commit_interval_s=section.number("commit_interval_s", 60.0, lo=0.05, hi=3600),
-        raw_retention_days=section.integer("raw_retention_days", 14, lo=1, hi=3650),
-        minute_retention_days=section.integer("minute_retention_days", 400, lo=1, hi=36500),
-        publish_interval_s=section.number("publish_interval_s", 10.0, lo=0.05, hi=3600),
-        update_timeout_s=section.number("update_timeout_s", 10.0, lo=0.05, hi=600),
-        max_backoff_s=section.number("max_backoff_s", 60.0, lo=0.05, hi=86400),
-        hung_min_w=section.number("hung_min_w", 15.0, lo=0, hi=100_000),
-        off_max_w=section.number("off_max_w", 5.0, lo=0, hi=100_000),
-        database=resolve(file, database) if isinstance(database, str) else None,
-    )
-    if (isinstance(config.off_max_w, float) and isinstance(config.hung_min_w, float)
-            and config.off_max_w > config.hung_min_w):
-        section.problems.add(section.key("off_max_w"),
-                             f"expected a value ≤ hung_min_w ({config.hung_min_w}), "
-                             f"got {config.off_max_w}")
-    if (isinstance(config.raw_retention_days, int) and isinstance(config.minute_retention_days, int)
-            and config.minute_retention_days <= config.raw_retention_days):
-        # a day's total is summed from its minutes while its raw samples may still arrive
-        section.problems.add(section.key("minute_retention_days"),
-                             f"expected more than raw_retention_days ({config.raw_retention_days}), "
-                             f"got {config.minute_retention_days}")
-    section.done()
-    return config
 
 
 def credentials(username: str | None, password: str | None, secrets_file: Path) -> tuple[str, str]:
@@ -101,19 +92,3 @@ def credentials(username: str | None, password: str | None, secrets_file: Path) 
     assert username is not None
     assert password is not None
     return username, password
-
-
-def _plug(s: Section) -> PlugConfig | None:
-    name = s.check("name", s.text("name"), lambda v: bool(_NAME_RE.match(v)),
-                   "a short name of letters, digits, '-', '_' or '.' (≤ 32 characters)")
-    address = s.check("address", s.text("address"),
-                      lambda v: is_ip(v) or bool(_HOSTNAME_RE.match(v)), "an IP address or host name")
-    port = s.integer("port", None, lo=1, hi=65535)
-    encryption = s.text("encryption", "klap", choices=ENCRYPTIONS)
-    role = s.text("role", "other", choices=ROLES)
-    interval = s.number("interval_s", 5.0, lo=0.05, hi=3600)
-    if not all(isinstance(v, str) for v in (name, address, encryption, role)):
-        return None
-    return PlugConfig(name=name, address=address, port=port, encryption=encryption, role=role,
-                      interval_s=interval)
-

@@ -25,7 +25,7 @@ KASA_LOG_LEVEL = logging.CRITICAL
 
 async def run(config: PiConfig, *, ready: Callable[[], None], kick: Callable[[str], None]) -> None:
     """Poll every configured plug until cancelled."""
-    power = config.section("power")
+    power = config.power
     if not isinstance(power, PowerConfig):
         raise ConfigError([f"{config.file}: power: the power daemon needs a [power] section "
                            f"with at least one [[power.plugs]] table"])

@@ -23,7 +23,7 @@ _cache: dict[Path, tuple[tuple[int, int], Any]] = {}
 
 def host_power(config: PiConfig, state: str, now: float) -> dict[str, Any] | None:
     """``{"plug", "state": drawing|hung|off|unknown, "watts", "at", "stale"}``, or None."""
-    power = config.section("power")
+    power = config.power
     if not isinstance(power, PowerConfig):
         return None
     plug = power.host_plug()

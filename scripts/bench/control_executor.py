@@ -107,7 +107,7 @@ async def tick_cost(ticks: int) -> dict[str, Any]:
     await sim.start()
     clock = [T0]  # replaced as time moves: the lambdas below read it late on purpose
     mono = [0.0]
-    config = ControlConfig(profile=SIM, address="127.0.0.1", port=sim.port, limits=LIMITS,
+    config = ControlConfig.of(profile=SIM, address="127.0.0.1", port=sim.port, limits=LIMITS,
                            settle_s=0.0, verify_s=60.0)
     device = ModbusDevice("127.0.0.1", sim.port, 1, 1.0)
 
@@ -152,7 +152,7 @@ def _ms(values: list[float]) -> dict[str, float]:
 def typical_plan() -> tuple[dict[str, Any], list[float], list[float]]:
     """The planner's plan for the winter day (as `edgepair host plan` builds it)."""
     price, pv, load = winter_day(1)
-    planner = PlannerConfig(prices=Source("bench"), battery=BATTERY, export_price_eur_kwh=0.08)
+    planner = PlannerConfig.of(prices=Source("bench"), battery=BATTERY, export_price_eur_kwh=0.08)
     data = planner_cli.Inputs(start=T0, price=price, export_price=[0.08] * 96, pv_w=pv, load_w=load,
                               loads={})
     return planner_cli.build(planner, data, 50.0, "bench", 1, T0), pv, load
@@ -165,9 +165,9 @@ async def writes_per_day(tick_s: float) -> dict[str, Any]:
     sim = EmulatedInverter(step_s=None, battery=battery)
     await sim.start()
     clock = [T0]
-    config = ControlConfig(profile=SIM, address="127.0.0.1", port=sim.port, limits=LIMITS,
+    config = ControlConfig.of(profile=SIM, address="127.0.0.1", port=sim.port, limits=LIMITS,
                            settle_s=0.0, verify_s=60.0)
-    deye_config = ControlConfig(profile=DEYE, address="127.0.0.1", limits=LIMITS)
+    deye_config = ControlConfig.of(profile=DEYE, address="127.0.0.1", limits=LIMITS)
     device = ModbusDevice("127.0.0.1", sim.port, 1, 1.0)
 
     async def no_sleep(_: float) -> None:

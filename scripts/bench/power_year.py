@@ -150,7 +150,7 @@ def sizes(path: Path, plugs: int, days: int) -> dict[str, Any]:
 
 async def build_times(site: PowerSite, now: float) -> dict[str, Any]:
     config = pi_config.load(site.config)
-    power = config.section("power")
+    power = config.power
     assert isinstance(power, PowerConfig)
     service = PowerService(config, power, {}, clock=lambda: now)
     await service.open()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake.util import atomic
+from handshake.util.schema import HostPort
 from host.config import HostAgentSection, HostConfig, PiLink
 from host.inbox.config import HostInboxConfig
 from pi import config as pi_config
@@ -27,10 +28,10 @@ def host_config(tmp: Path, port: int = 0, **inbox: Any) -> HostConfig:
     secrets = write_secrets(tmp / "secrets.toml")
     return HostConfig(
         file=tmp / "host.toml",
-        host=HostAgentSection(listen=("127.0.0.1", port), state_dir=tmp / "host-state",
+        host=HostAgentSection(listen=HostPort("127.0.0.1", port), state_dir=tmp / "host-state",
                               secrets_file=secrets),
         pi=PiLink(url="http://127.0.0.1:9"),
-        extra={"inbox": HostInboxConfig(dir=tmp / "host-inbox", **inbox)},
+        inbox=HostInboxConfig(dir=tmp / "host-inbox", **inbox),
     )
 
 

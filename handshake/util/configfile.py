@@ -1,19 +1,16 @@
-"""TOML config reading shared by both sides: every problem names file, key and expectation."""
+"""Reading TOML files and the small value rules both sides' schemas use."""
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
 import os
-import stat
 import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from handshake.errors import ConfigError
-from handshake.optional import optional_module
 
 T = TypeVar("T")
 MIN_KEY_BYTES = 32
@@ -160,21 +157,6 @@ class Section:
                 self.problems.add(self.key(key), f"unknown key{more}; known keys: {known}")
 
 
-def parse_sections(root: Section, file: Path, parsers: dict[str, str]) -> dict[str, Any]:
-    """Parse optional sections with their owners' ``parse(section, file)``; raw if not shipped."""
-    out: dict[str, Any] = {}
-    for name, module_name in parsers.items():
-        if name not in root.data:
-            continue
-        module = optional_module(module_name)
-        if module is None:
-            root.seen.add(name)
-            out[name] = root.data[name]
-            continue
-        out[name] = module.parse(root.sub(name), file)
-    return out
-
-
 def is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
@@ -193,55 +175,6 @@ def parse_hostport(value: str) -> tuple[str, int] | None:
 
 def is_url(value: str) -> bool:
     return value.startswith(("http://", "https://")) and len(value) > len("http://")
-
-
-@dataclass(frozen=True, slots=True)
-class Secrets:
-    """Values from the secrets file; only the ones a side needs are required."""
-
-    handshake_key: bytes
-    tapo_username: str | None = None
-    tapo_password: str | None = None
-    pihole_password: str | None = None
-
-
-def load_secrets(path: Path) -> Secrets:
-    """Load the secrets TOML; refuse one that group or others can read."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: secrets file not found (create it with `edgepair keygen`)"]) from None
-    problems = Problems(path)
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        # Refused, but read on: check-config says everything that is wrong at once.
-        problems.items.append(
-            f"{path}: secrets file is readable by group or others (mode {stat.S_IMODE(mode):o}); "
-            f"expected 600: run `chmod 600 {path}`")
-    try:
-        data = load_toml(path)
-    except ConfigError as exc:
-        raise ConfigError(problems.items + exc.problems) from None
-    sec = Section(problems, "", data)
-    key_hex = sec.text("handshake_key")
-    key = b""
-    if isinstance(key_hex, str):
-        try:
-            key = bytes.fromhex(key_hex)
-        except ValueError:
-            problems.add("handshake_key", "expected hex digits (from `edgepair keygen`)")
-        else:
-            if len(key) < MIN_KEY_BYTES:
-                problems.add("handshake_key", f"expected at least {MIN_KEY_BYTES} bytes "
-                             f"({2 * MIN_KEY_BYTES} hex digits), got {len(key)} bytes")
-    secrets = Secrets(
-        handshake_key=key,
-        tapo_username=sec.text("tapo_username", None),
-        tapo_password=sec.text("tapo_password", None),
-        pihole_password=sec.text("pihole_password", None),
-    )
-    sec.done()
-    problems.raise_if_any()
-    return secrets
 
 
 def resolve(base: Path, value: str) -> Path:
