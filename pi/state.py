@@ -112,6 +112,7 @@ class Resolved:
 
 
 Action = SetDns | SendWol | Alarm | Resolved
+Step = tuple[HostStatus, list[Action]]  # what step returns: the new status, the actions
 
 
 def initial(now: float) -> HostStatus:
@@ -119,74 +120,90 @@ def initial(now: float) -> HostStatus:
     return HostStatus(state=HostState.OFFLINE, since=now)
 
 
-def step(status: HostStatus, event: Event, now: float,
-         rules: Rules) -> tuple[HostStatus, list[Action]]:
+def step(status: HostStatus, event: Event, now: float, rules: Rules) -> Step:
     """Apply one event; return the new status and the actions the loop must perform."""
-    state = status.state
     match event:
         case HeartbeatOk():
-            status = replace(status, ok_streak=status.ok_streak + 1, fail_streak=0)
-            if state is HostState.GOING_OFFLINE:
-                if now - status.since >= rules.going_offline_grace_s:
-                    return _enter(status, HostState.ONLINE, now,
-                                  note="host kept answering past the going-offline grace")
-                return status, []
-            if state is not HostState.ONLINE and status.ok_streak >= rules.rise:
-                return _enter(status, HostState.ONLINE, now)
-            return status, []
-
+            return _heartbeat_ok(status, now, rules)
         case HeartbeatFail():
-            status = replace(status, fail_streak=status.fail_streak + 1, ok_streak=0)
-            if status.fail_streak < rules.fall:
-                return status, []
-            if state is HostState.ONLINE:
-                return _enter(status, HostState.UNREACHABLE, now,
-                              alarm="host stopped answering without notice")
-            if state is HostState.GOING_OFFLINE:
-                return _enter(status, HostState.OFFLINE, now)
-            return status, []
-
+            return _heartbeat_fail(status, now, rules)
         case GoingOffline(reason=reason, wake_at=wake_at):
-            if state is HostState.GOING_OFFLINE or (state is HostState.OFFLINE
-                                                    and status.ok_streak == 0):
-                # A repeated notice (the host retried) updates the wish, not the clock.
-                return replace(status, wake_at=wake_at, reason=reason), []
-            # Offline but answering again (back unannounced, not yet `rise` beats): a new
-            # notice, so its last heartbeats are a shutdown, not a return.
-            return _enter(replace(status, wake_at=wake_at), HostState.GOING_OFFLINE, now,
-                          reason=reason)
-
+            return _going_offline(status, now, reason, wake_at)
         case ComingOnline():
-            if state is HostState.ONLINE:
+            if status.state is HostState.ONLINE:
                 return status, []
             return _enter(status, HostState.ONLINE, now)
-
         case WakeRequested(source=source):
-            if state is HostState.ONLINE:
-                return status, []
-            if state is HostState.GOING_OFFLINE:
-                # A magic packet now would hit a host that is still shutting down; wake it
-                # as soon as it is down instead.
-                return replace(status, wake_at=now), []
-            if state is HostState.WAKING:
-                return status, [SendWol(source)]
-            return _enter(status, HostState.WAKING, now, reason=source, wol=source)
-
+            return _wake_requested(status, now, source)
         case Tick():
-            if state is HostState.WAKING and now - status.since >= rules.boot_timeout_s:
-                return _enter(status, HostState.UNREACHABLE, now,
-                              alarm=f"host did not come up within {rules.boot_timeout_s:.0f} s "
-                                    "of the wake")
-            if (status.wake_at is not None and now >= status.wake_at
-                    and state in (HostState.OFFLINE, HostState.UNREACHABLE)):
-                return _enter(status, HostState.WAKING, now, reason="scheduled", wol="schedule")
-            return status, []
+            return _tick(status, now, rules)
     raise AssertionError(f"unknown event {event!r}")  # pragma: no cover
+
+
+def _heartbeat_ok(status: HostStatus, now: float, rules: Rules) -> Step:
+    state = status.state
+    status = replace(status, ok_streak=status.ok_streak + 1, fail_streak=0)
+    if state is HostState.GOING_OFFLINE:
+        if now - status.since >= rules.going_offline_grace_s:
+            return _enter(status, HostState.ONLINE, now,
+                          note="host kept answering past the going-offline grace")
+        return status, []
+    if state is not HostState.ONLINE and status.ok_streak >= rules.rise:
+        return _enter(status, HostState.ONLINE, now)
+    return status, []
+
+
+def _heartbeat_fail(status: HostStatus, now: float, rules: Rules) -> Step:
+    state = status.state
+    status = replace(status, fail_streak=status.fail_streak + 1, ok_streak=0)
+    if status.fail_streak < rules.fall:
+        return status, []
+    if state is HostState.ONLINE:
+        return _enter(status, HostState.UNREACHABLE, now,
+                      alarm="host stopped answering without notice")
+    if state is HostState.GOING_OFFLINE:
+        return _enter(status, HostState.OFFLINE, now)
+    return status, []
+
+
+def _going_offline(status: HostStatus, now: float, reason: str, wake_at: float | None) -> Step:
+    state = status.state
+    if state is HostState.GOING_OFFLINE or (state is HostState.OFFLINE and status.ok_streak == 0):
+        # A repeated notice (the host retried) updates the wish, not the clock.
+        return replace(status, wake_at=wake_at, reason=reason), []
+    # Offline but answering again (back unannounced, not yet `rise` beats): a new
+    # notice, so its last heartbeats are a shutdown, not a return.
+    return _enter(replace(status, wake_at=wake_at), HostState.GOING_OFFLINE, now, reason=reason)
+
+
+def _wake_requested(status: HostStatus, now: float, source: str) -> Step:
+    state = status.state
+    if state is HostState.ONLINE:
+        return status, []
+    if state is HostState.GOING_OFFLINE:
+        # A magic packet now would hit a host that is still shutting down; wake it
+        # as soon as it is down instead.
+        return replace(status, wake_at=now), []
+    if state is HostState.WAKING:
+        return status, [SendWol(source)]
+    return _enter(status, HostState.WAKING, now, reason=source, wol=source)
+
+
+def _tick(status: HostStatus, now: float, rules: Rules) -> Step:
+    state = status.state
+    if state is HostState.WAKING and now - status.since >= rules.boot_timeout_s:
+        return _enter(status, HostState.UNREACHABLE, now,
+                      alarm=f"host did not come up within {rules.boot_timeout_s:.0f} s "
+                            "of the wake")
+    if (status.wake_at is not None and now >= status.wake_at
+            and state in (HostState.OFFLINE, HostState.UNREACHABLE)):
+        return _enter(status, HostState.WAKING, now, reason="scheduled", wol="schedule")
+    return status, []
 
 
 def _enter(status: HostStatus, state: HostState, now: float, *, reason: str | None = None,
            alarm: str | None = None, note: str | None = None,
-           wol: str | None = None) -> tuple[HostStatus, list[Action]]:
+           wol: str | None = None) -> Step:
     old = status.state
     wake_at = status.wake_at
     if state in (HostState.ONLINE, HostState.WAKING):

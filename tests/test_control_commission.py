@@ -15,8 +15,9 @@ from handshake.util import atomic
 from pi.config import load
 from pi.control import daemon
 from pi.control import plan as plans
+from pi.control.apply import FOLLOWING, SAFE, SAFE_UNVERIFIED
 from pi.control.device import ModbusDevice
-from pi.control.executor import FOLLOWING, SAFE, SAFE_UNVERIFIED, Executor, WriteBudget
+from pi.control.executor import Executor, WriteBudget
 from tests.helpers import free_port, pi_toml
 from tests.test_control_support import Clock, plan_doc
 

@@ -14,7 +14,7 @@ import pytest
 
 from pi.control import decide as d
 from pi.control import plan as plans
-from pi.control.executor import FOLLOWING, SAFE, SAFE_UNVERIFIED
+from pi.control.apply import FOLLOWING, SAFE, SAFE_UNVERIFIED
 from pi.sim import inverter as inv
 from pi.sim.inverter import EmulatedInverter
 from tests.test_control_support import LIMITS, Rig, close, load_config, make_rig, plan_doc, running_sim

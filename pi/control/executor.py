@@ -15,15 +15,16 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dt_time
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from handshake.util import atomic
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso, utcnow
+from pi.control import apply
 from pi.control import decide as d
+from pi.control.apply import FOLLOWING, SAFE_UNVERIFIED
 from pi.control.config import ControlConfig
 from pi.control.device import Device, DeviceError
 from pi.control.plan import Plan
@@ -32,7 +33,6 @@ from pi.control.profile import ImplausibleTelemetry, NotCommissioned, Register
 log = logging.getLogger(__name__)
 quiet = QuietLogger(log)
 
-FOLLOWING, SAFE, SAFE_UNVERIFIED = "following", "safe", "safe_unverified"
 # A write is tried this often; between tries a capped backoff (a busy or reconnecting device).
 WRITE_ATTEMPTS = 3
 BACKOFF_BASE_S = 0.2
@@ -94,6 +94,7 @@ class Executor:
         self.clock, self.sleep, self.monotonic = clock, sleep, monotonic
         self.kick = kick  # the systemd watchdog: a slow device must not look like a hung loop
         self.registers = control_registers(config)
+        self.device_of = {name: key for name, (key, _) in self.registers.items()}
         self.plan: Plan | None = None
         self.state = d.State()
         self.decision: d.Decision | None = None
@@ -176,77 +177,52 @@ class Executor:
                      now: datetime) -> d.Decision | None:
         """Drive the devices to ``want``; a safe-state decision to try instead, or None when done.
 
-        Devices are independent: one that does not answer is skipped (and the plan is not
-        followed anywhere), the others still get the safe state and are verified.
+        The decisions are :mod:`pi.control.apply`'s; this performs them (read back, write,
+        settle, read back again).
         """
         before = self.actual
-        due = (before is None or self.last_verify is None
-               or self.monotonic() - self.last_verify >= self.config.verify_s
-               or any(before.get(n) != v for n, v in want.items()))
+        since = None if self.last_verify is None else self.monotonic() - self.last_verify
         overridden = False
-        if due:
+        if apply.readback_due(want, before, since, self.config.verify_s):
             actual = await self._read_back()
-            # Only our own writes change a register between two read-backs (and each write is
-            # followed by one): any other difference was made behind our back.
-            changed = sorted(n for n in want if before is not None and n in before
-                             and n in actual and actual[n] != before[n])
+            changed = apply.changed(want, before, actual)
             if changed:
                 overridden = True
                 fallback = self._note_override(decision, changed, before or {}, actual, now)
                 if fallback is not None:
                     return fallback
-        if decision.follow and self._down:
-            return self._device_safe(decision)
-        assert self.actual is not None
-        reachable = {n: v for n, v in want.items() if self.registers[n][0] not in self._down}
-        diffs = {n: v for n, v in reachable.items() if self.actual.get(n) != v}
-        if not diffs:
-            self._verify_problem = None
-            self._done(decision)
-            return None
-        if decision.follow and not self.budget.allows(len(diffs)):
-            detail = (f"{self.budget.writes_today} of {self.budget.limit} register writes used "
-                      f"today; following the plan needs {len(diffs)} more")
-            return self._safe_instead(d.WRITE_BUDGET, detail, _end_of_day(now))
-        if not decision.follow and self.monotonic() < self._safe_retry_at:
-            self._set(SAFE_UNVERIFIED, decision.reason, f"{decision.detail}; "
-                      f"{self._verify_problem or 'the safe state did not stick'}; next try in "
-                      f"{self._safe_retry_at - self.monotonic():.0f} s")
-            return None
-        written = await self._write(diffs)
-        if not written and decision.follow:
-            return self._safe_instead(d.VERIFY_FAILED, self._verify_problem or "write failed",
-                                      decision.slot.end if decision.slot else now)
+        step = apply.before_write(self._facts(decision, want, now))
+        if not isinstance(step, apply.Write):
+            return self._conclude(step)
+        written = await self._write(step.registers)
+        failed = apply.after_write(self._facts(decision, want, now), written)
+        if failed is not None:
+            return self._conclude(failed)
         await self.sleep(self.config.settle_s)
-        actual = await self._read_back()
-        if decision.follow and self._down:
-            return self._device_safe(decision)
-        wrong = {n: (actual.get(n), v) for n, v in reachable.items()
-                 if self.registers[n][0] not in self._down and actual.get(n) != v}
-        if wrong:
-            self._verify_problem = "; ".join(
-                f"{n} reads {got} after writing {v}" for n, (got, v) in sorted(wrong.items()))
-            log.warning("control: write did not stick: %s", self._verify_problem)
-            if decision.follow:
-                return self._safe_instead(d.VERIFY_FAILED, self._verify_problem,
-                                          decision.slot.end if decision.slot else now)
-        if not decision.follow:
-            self._safe_outcome(ok=written and not wrong and not overridden)
-        if wrong:
-            self._set(SAFE_UNVERIFIED, d.VERIFY_FAILED, self._verify_problem or "")
-            return None
-        if not written:
-            self._set(SAFE_UNVERIFIED, decision.reason, f"{decision.detail}; "
-                      f"{self._verify_problem or self._device_problem}")
-            return None
-        self._verify_problem = None
-        self._done(decision)
-        return None
+        await self._read_back()
+        return self._conclude(apply.verify(self._facts(decision, want, now), written=written,
+                                           overridden=overridden))
 
-    def _device_safe(self, decision: d.Decision) -> d.Decision:
-        """A device does not answer: the plan is followed on all devices or on none."""
-        reason, detail = self._device_problem or (d.DEVICE_UNREACHABLE, "a device does not answer")
-        return d.Decision(False, reason, detail, dataclasses.replace(self.state, battery_mode=None))
+    def _facts(self, decision: d.Decision, want: dict[str, int], now: datetime) -> apply.Facts:
+        assert self.actual is not None
+        return apply.Facts(
+            decision, self.state, want, self.actual, self.device_of, now, frozenset(self._down),
+            self._device_problem, self._verify_problem, self.budget.writes_today,
+            self.budget.limit, self._safe_retry_at - self.monotonic())
+
+    def _conclude(self, outcome: apply.Settled | apply.Fallback) -> d.Decision | None:
+        """Carry out how an apply ends; the fallback decision to try, if any."""
+        self._verify_problem = outcome.verify_problem
+        if outcome.not_stuck:
+            log.warning("control: write did not stick: %s", self._verify_problem)
+        if isinstance(outcome, apply.Fallback):
+            return outcome.decision
+        if outcome.safe_ok is not None:
+            self._safe_outcome(ok=outcome.safe_ok)
+        if outcome.mode != SAFE_UNVERIFIED and (outcome.mode, outcome.reason) != (self.mode, self.reason):
+            log.info("control: %s (%s: %s)", outcome.mode, outcome.reason, outcome.detail)
+        self._set(outcome.mode, outcome.reason, outcome.detail)
+        return None
 
     def _safe_outcome(self, *, ok: bool) -> None:
         """After writing the safe state: back off when it did not stick (or was fought over)."""
@@ -258,34 +234,14 @@ class Executor:
         self._safe_retry_at = self.monotonic() + delay
         log.warning("control: the safe state did not stick; next write in %.0f s", delay)
 
-    def _safe_instead(self, reason: str, detail: str, until: datetime) -> d.Decision:
-        state = d.latch(self.state, reason, detail, until)
-        return d.Decision(False, reason, detail, dataclasses.replace(state, battery_mode=None))
-
     def _note_override(self, decision: d.Decision, changed: list[str], before: dict[str, int],
                        actual: dict[str, int], now: datetime) -> d.Decision | None:
         """Registers changed behind our back: re-apply once per slot, then the safe state."""
-        what = ", ".join(f"{n} = {actual.get(n)} (was {before.get(n)})" for n in changed)
-        log.warning("control: changed behind edgepair's back: %s", what)
-        until = decision.slot.end if decision.slot else _end_of_day(now)
-        self._override = (f"changed behind edgepair's back: {what}", until)
-        if not decision.follow:
-            return None  # the safe state is simply restored
-        self.state, reapply = d.on_override(self.state, decision, changed)
-        if reapply:
-            return None
-        return d.Decision(False, d.EXTERNAL_OVERRIDE, self.state.latch_detail,
-                          dataclasses.replace(self.state, battery_mode=None))
-
-    def _done(self, decision: d.Decision) -> None:
-        if self._down:  # what answers is in the safe state; the rest is not verified
-            reason, detail = self._device_problem or (d.DEVICE_UNREACHABLE, "a device is down")
-            self._set(SAFE_UNVERIFIED, reason, detail)
-            return
-        mode = FOLLOWING if decision.follow else SAFE
-        if mode != self.mode or decision.reason != self.reason:
-            log.info("control: %s (%s: %s)", mode, decision.reason, decision.detail)
-        self._set(mode, decision.reason, decision.detail)
+        seen = apply.override(decision, self.state, changed, before, actual, now)
+        log.warning("control: changed behind edgepair's back: %s", seen.what)
+        self._override = (f"changed behind edgepair's back: {seen.what}", seen.until)
+        self.state = seen.state
+        return seen.fallback
 
     def _set(self, mode: str, reason: str, detail: str) -> None:
         self.mode, self.reason, self.detail = mode, reason, detail
@@ -425,11 +381,6 @@ class Executor:
 def _problem(exc: DeviceError) -> tuple[str, str]:
     """A device failure's reason code: silent (unreachable) or answering with an exception."""
     return (d.DEVICE_UNREACHABLE if exc.code is None else d.DEVICE_ERROR), str(exc)
-
-
-def _end_of_day(now: datetime) -> datetime:
-    """The next UTC midnight (the write budget's day)."""
-    return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), dt_time.min, UTC)
 
 
 def control_registers(config: ControlConfig) -> dict[str, tuple[str, Register]]:

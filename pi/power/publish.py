@@ -54,43 +54,9 @@ def document(now: float, interval_s: float, calendar: Calendar, plugs: Sequence[
 def plug_document(status: PlugStatus, now: float, window: Window, calendar: Calendar,
                   minutes: Sequence[tuple[int, int, int]], days: Sequence[DayRow],
                   pending: Sequence[Sample]) -> dict[str, Any]:
-    first, count = window.first_minute, window.last_minute - window.first_minute + 1
-    energy, covered = [0] * count, [0] * count  # per minute of the window: mW·ms and ms
-    for minute, e, dt in minutes:
-        if 0 <= minute - first < count:
-            energy[minute - first] += e
-            covered[minute - first] += dt
-    day_e: dict[str, int] = defaultdict(int)
-    counter: dict[str, tuple[int, int]] = {}  # day → (plug's Wh, ts); committed rows rank first
-    for d in days:
-        day_e[d.day] += d.e
-        if d.plug_wh is not None:
-            counter[d.day] = (d.plug_wh, -1)
-    for s in pending:
-        index, day = s.ts // 60_000 - first, calendar.day_ms(s.ts).isoformat()
-        if 0 <= index < count:
-            energy[index] += s.w * s.dt
-            covered[index] += s.dt
-        day_e[day] += s.w * s.dt
-        if s.today_wh is not None and s.ts >= counter.get(day, (0, -1))[1]:
-            counter[day] = (s.today_wh, s.ts)
-
-    def day_kwh(day: str) -> float | None:
-        if day in counter:
-            return _kwh(counter[day][0] * MWMS_PER_WH)
-        return _kwh(day_e[day]) if day in day_e else None
-
-    month = window.today[:7]
-    month_days = [d for d in day_e if d.startswith(month)]
-    today_kwh = _kwh(day_e[window.today]) if window.today in day_e else None
-    month_kwh = _kwh(sum(day_e[d] for d in month_days)) if month_days else None
-    source = "integrated"
+    day_e, counter = _day_energy(days, pending, calendar)
+    today_kwh, month_kwh, source = _totals(status, window, calendar, day_e)
     reading = status.reading
-    if (reading is not None and reading.today_wh is not None and reading.month_wh is not None
-            and calendar.day(reading.at).isoformat() == window.today):
-        source = "plug"
-        today_kwh, month_kwh = _kwh(reading.today_wh * MWMS_PER_WH), _kwh(reading.month_wh * MWMS_PER_WH)
-    series = [round(e / dt / 1000, 3) if dt else None for e, dt in zip(energy, covered, strict=True)]
     return {
         "name": status.config.name,
         "role": status.config.role,
@@ -100,11 +66,66 @@ def plug_document(status: PlugStatus, now: float, window: Window, calendar: Cale
         "today_kwh": today_kwh,
         "month_kwh": month_kwh,
         "energy_source": source,
-        "series_24h": {"start": iso(window.first_minute * 60), "step_s": 60, "w": series},
-        "daily_kwh": [{"date": d, "kwh": day_kwh(d)} for d in window.days],
+        "series_24h": {"start": iso(window.first_minute * 60), "step_s": 60,
+                       "w": _series(window, minutes, pending)},
+        "daily_kwh": [{"date": d, "kwh": _day_kwh(d, day_e, counter)} for d in window.days],
         "error": status.error,
         "interval_s": status.config.interval_s,
     }
+
+
+def _series(window: Window, minutes: Sequence[tuple[int, int, int]],
+            pending: Sequence[Sample]) -> list[float | None]:
+    """Mean watts per minute of the window (None: no sample covers it)."""
+    first, count = window.first_minute, window.last_minute - window.first_minute + 1
+    energy, covered = [0] * count, [0] * count  # per minute of the window: mW·ms and ms
+    for minute, e, dt in minutes:
+        if 0 <= minute - first < count:
+            energy[minute - first] += e
+            covered[minute - first] += dt
+    for s in pending:
+        index = s.ts // 60_000 - first
+        if 0 <= index < count:
+            energy[index] += s.w * s.dt
+            covered[index] += s.dt
+    return [round(e / dt / 1000, 3) if dt else None for e, dt in zip(energy, covered, strict=True)]
+
+
+def _day_energy(days: Sequence[DayRow], pending: Sequence[Sample], calendar: Calendar
+                ) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """Integrated mW·ms per day, and the plug's own day counter: day → (Wh, ts)."""
+    day_e: dict[str, int] = defaultdict(int)
+    counter: dict[str, tuple[int, int]] = {}  # committed rows rank first
+    for d in days:
+        day_e[d.day] += d.e
+        if d.plug_wh is not None:
+            counter[d.day] = (d.plug_wh, -1)
+    for s in pending:
+        day = calendar.day_ms(s.ts).isoformat()
+        day_e[day] += s.w * s.dt
+        if s.today_wh is not None and s.ts >= counter.get(day, (0, -1))[1]:
+            counter[day] = (s.today_wh, s.ts)
+    return day_e, counter
+
+
+def _day_kwh(day: str, day_e: dict[str, int], counter: dict[str, tuple[int, int]]) -> float | None:
+    if day in counter:
+        return _kwh(counter[day][0] * MWMS_PER_WH)
+    return _kwh(day_e[day]) if day in day_e else None
+
+
+def _totals(status: PlugStatus, window: Window, calendar: Calendar,
+            day_e: dict[str, int]) -> tuple[float | None, float | None, str]:
+    """Today's and this month's kWh and their source: the plug's own counters when current."""
+    reading = status.reading
+    if (reading is not None and reading.today_wh is not None and reading.month_wh is not None
+            and calendar.day(reading.at).isoformat() == window.today):
+        return (_kwh(reading.today_wh * MWMS_PER_WH), _kwh(reading.month_wh * MWMS_PER_WH),
+                "plug")
+    month_days = [d for d in day_e if d.startswith(window.today[:7])]
+    today_kwh = _kwh(day_e[window.today]) if window.today in day_e else None
+    month_kwh = _kwh(sum(day_e[d] for d in month_days)) if month_days else None
+    return today_kwh, month_kwh, "integrated"
 
 
 def _kwh(e: int) -> float:
