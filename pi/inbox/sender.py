@@ -192,14 +192,7 @@ class Sender:
         rels = [p.path for p in progress]
         task = asyncio.current_task()
         try:
-            now = self.clock()
-            files = [(rel, self.tracker.needs_proof(self.tracker.files[rel], now))
-                     for rel in rels]
-            got = await asyncio.to_thread(batch.read, self.root, files)
-            reads = [r for r in got if isinstance(r, batch.Read)]
-            for rel, exc in zip(rels, got, strict=True):
-                if not isinstance(exc, batch.Read):
-                    self._failed([rel], exc)
+            reads = await self._read(rels)
             if reads:
                 await self._post(reads, {p.path: p for p in progress})
         except asyncio.CancelledError:
@@ -215,6 +208,19 @@ class Sender:
             if task is not None:
                 self.batches.discard(task)
             self.on_done()
+
+    async def _read(self, rels: list[str]) -> list[batch.Read]:
+        """The files read in one worker-thread call; each one that cannot go is handled."""
+        now = self.clock()
+        files = [(rel, self.tracker.needs_proof(self.tracker.files[rel], now)) for rel in rels]
+        reads: list[batch.Read] = []
+        for rel, got in zip(rels, await asyncio.to_thread(batch.read, self.root, files),
+                            strict=True):
+            if isinstance(got, batch.Read):
+                reads.append(got)
+            else:
+                self._failed([rel], got)
+        return reads
 
     async def _post(self, reads: list[batch.Read], progress: dict[str, upload.Progress]) -> None:
         assert self.client is not None
