@@ -18,6 +18,7 @@ from urllib.parse import quote
 from handshake.client import HandshakeClient
 from handshake.errors import RequestError
 from pi.inbox import upload
+from pi.inbox.outcome import FileChanged, Outcome, Result, classify
 from pi.inbox.tracker import Identity
 
 # Files per request (the host takes up to 256): one flush of its disk for all of them.
@@ -46,9 +47,9 @@ def read(root: Path, files: list[tuple[str, bool]]) -> list[Read | Exception]:
             fd, identity, small = upload.open_file(root / rel, True, need_proof)
             os.close(fd)
             if small is None:
-                raise upload.FileChanged(f"{rel}: grew past {upload.SMALL_FILE_BYTES} bytes")
+                raise FileChanged(f"{rel}: grew past {upload.SMALL_FILE_BYTES} bytes")
             out.append(Read(rel, identity, *small))
-        except (upload.FileChanged, OSError) as exc:
+        except (FileChanged, OSError) as exc:
             out.append(exc)
     return out
 
@@ -75,18 +76,9 @@ async def send(client: HandshakeClient, reads: list[Read]) -> list[dict[str, Any
     return files
 
 
-def outcome(r: Read, result: dict[str, Any]) -> upload.Sent | RequestError:
-    """The host's word on one file: stored with our hash (Sent, not deleted yet) or not."""
-    status = result.get("status")
-    if status in (200, 201) and result.get("sha256") == r.sha256:
-        return upload.Sent(str(result.get("stored_as", r.rel)), bool(result.get("duplicate")),
-                           deleted=False)
-    error = result.get("error")
-    error = error if isinstance(error, dict) else {}
-    if status in (200, 201):
-        return RequestError(502, "bad_answer", f"{r.rel}: the host confirmed another hash")
-    return RequestError(status if isinstance(status, int) else 502,
-                        str(error.get("code", "error")), str(error.get("message", result)))
+def outcome(r: Read, result: dict[str, Any]) -> Outcome:
+    """The host's word on one file: delivered with our hash (not deleted yet) or why not."""
+    return classify(Result(r.rel, r.sha256, result.get("status"), result))
 
 
 def delete(root: Path, reads: list[Read]) -> list[bool]:

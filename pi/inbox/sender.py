@@ -22,6 +22,7 @@ from handshake.errors import PeerUnavailable, RequestError
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
 from pi.inbox import batch, status, upload
+from pi.inbox.outcome import FileChanged, Kind, Outcome, Result, classify
 from pi.inbox.tracker import Identity, Tracker
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class Sender:
             digest = await asyncio.to_thread(upload.digest, self.root / rel, identity, cancel)
             if digest is not None:
                 self.digests[rel] = (identity, digest)
-        except (OSError, upload.FileChanged) as exc:
+        except (OSError, FileChanged) as exc:
             log.debug("%s: not hashed ahead: %s", rel, exc)
         finally:
             self._hashing = None
@@ -171,14 +172,13 @@ class Sender:
         except asyncio.CancelledError:
             self.tracker.release(rel, self.clock())
             raise
-        except RequestError as exc:
-            self._refused(rel, exc)
-        except (PeerUnavailable, TimeoutError) as exc:
-            self._host_down([rel], str(exc) or "no progress for too long (the host stalled)")
-        except Exception as exc:  # every outcome releases the file (see _not_read)
-            self._not_read(rel, exc)
+        except Exception as exc:  # every outcome releases the file (see _apply)
+            self._failed([rel], exc)
         else:
-            self._sent(rel, progress, sent)
+            if isinstance(sent, upload.Sent):
+                self._sent(rel, progress, sent)
+            else:
+                self._apply([rel], sent)
         finally:
             self.tasks.pop(rel, None)
             task = asyncio.current_task()
@@ -192,16 +192,7 @@ class Sender:
         rels = [p.path for p in progress]
         task = asyncio.current_task()
         try:
-            now = self.clock()
-            files = [(rel, self.tracker.needs_proof(self.tracker.files[rel], now))
-                     for rel in rels]
-            reads: list[batch.Read] = []
-            for rel, got in zip(rels, await asyncio.to_thread(batch.read, self.root, files),
-                                strict=True):
-                if isinstance(got, batch.Read):
-                    reads.append(got)
-                else:
-                    self._not_read(rel, got)
+            reads = await self._read(rels)
             if reads:
                 await self._post(reads, {p.path: p for p in progress})
         except asyncio.CancelledError:
@@ -210,7 +201,7 @@ class Sender:
             raise
         except Exception as exc:  # a bug must not leave files marked busy forever
             for rel in rels:
-                self._not_read(rel, exc)
+                self._failed([rel], exc)
         finally:
             for rel in rels:
                 self.tasks.pop(rel, None)
@@ -218,64 +209,52 @@ class Sender:
                 self.batches.discard(task)
             self.on_done()
 
+    async def _read(self, rels: list[str]) -> list[batch.Read]:
+        """The files read in one worker-thread call; each one that cannot go is handled."""
+        now = self.clock()
+        files = [(rel, self.tracker.needs_proof(self.tracker.files[rel], now)) for rel in rels]
+        reads: list[batch.Read] = []
+        for rel, got in zip(rels, await asyncio.to_thread(batch.read, self.root, files),
+                            strict=True):
+            if isinstance(got, batch.Read):
+                reads.append(got)
+            else:
+                self._failed([rel], got)
+        return reads
+
     async def _post(self, reads: list[batch.Read], progress: dict[str, upload.Progress]) -> None:
         assert self.client is not None
-        rels = [r.rel for r in reads]
         try:
             results = await batch.send(self.client, reads)
-        except RequestError as exc:
-            if exc.status in (404, 405, 413):  # an older host, or a smaller body limit
-                log.info("the host takes no batches (%s): small files go one by one", exc)
-                self.batching = False
-                for rel in rels:
-                    self.tracker.release(rel, self.clock())
-            elif exc.temporary:
-                self._host_down(rels, str(exc))
-            else:
-                for rel in rels:
-                    self._refused(rel, exc)
+        except (RequestError, PeerUnavailable, TimeoutError) as exc:
+            self._apply([r.rel for r in reads], classify(Result(error=exc, batch=True)))
             return
-        except (PeerUnavailable, TimeoutError) as exc:
-            self._host_down(rels, str(exc) or "the host did not answer in time")
-            return
-        outcomes = [batch.outcome(r, result) for r, result in zip(reads, results, strict=True)]
-        confirmed = [r for r, o in zip(reads, outcomes, strict=True)
-                     if isinstance(o, upload.Sent)]
-        deleted = dict(zip([r.rel for r in confirmed],
-                           await asyncio.to_thread(batch.delete, self.root, confirmed),
+        verdicts = [batch.outcome(r, result) for r, result in zip(reads, results, strict=True)]
+        delivered = [r for r, v in zip(reads, verdicts, strict=True) if v.deletes]
+        deleted = dict(zip([r.rel for r in delivered],
+                           await asyncio.to_thread(batch.delete, self.root, delivered),
                            strict=True))
         temporary: list[str] = []
-        for r, o in zip(reads, outcomes, strict=True):
-            if isinstance(o, upload.Sent):
-                sent = upload.Sent(o.stored_as, o.duplicate, deleted[r.rel])
+        for r, v in zip(reads, verdicts, strict=True):
+            if v.deletes:
                 progress[r.rel].sent_bytes = len(r.data)
-                self._sent(r.rel, progress[r.rel], sent)
-            elif o.temporary and o.status != 507:
+                self._sent(r.rel, progress[r.rel],
+                           upload.Sent(v.stored_as, v.duplicate, deleted[r.rel]))
+            elif v.kind is Kind.TEMPORARY:
                 temporary.append(r.rel)
             else:
-                self._refused(r.rel, o)
-        if temporary:
+                self._apply([r.rel], v)
+        if temporary:  # one backoff step for all of them
             self._host_down(temporary, "the host could not store them now")
 
-    def _not_read(self, rel: str, exc: BaseException) -> None:
-        """A file that could not be read (or sent) for a reason of its own."""
-        now = self.clock()
-        if isinstance(exc, upload.StillOpen):
-            log.debug("%s; asking again in %.0f s", exc, self.tracker.settle_s)
-            self.tracker.release(rel, now, self.tracker.settle_s)
-        elif isinstance(exc, upload.FileChanged):
-            log.info("%s; it goes once it has settled", exc)
-            self.tracker.release(rel, now)
-            self.tracker.changed(rel, now)
-        elif isinstance(exc, FileNotFoundError):
-            self.tracker.gone(rel)
-        elif isinstance(exc, OSError):
-            self._error(rel, f"cannot read {rel}: {exc.strerror or exc}")
-            self.tracker.release(rel, now, FILE_ERROR_RETRY_S)
-        else:  # a bug must not leave the file marked busy forever
-            log.error("%s: unexpected error while sending", rel, exc_info=exc)
-            self._error(rel, f"unexpected error: {exc}")
-            self.tracker.release(rel, now, FILE_ERROR_RETRY_S)
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _failed(self, rels: list[str], exc: BaseException) -> None:
+        """What was raised instead of an answer, for these files."""
+        verdict = classify(Result(rels[0], error=exc))
+        if verdict.kind is Kind.BUG:
+            log.error("%s: unexpected error while sending", rels[0], exc_info=exc)
+        self._apply(rels, verdict)
 
     def _sent(self, rel: str, progress: upload.Progress, sent: upload.Sent) -> None:
         now = self.clock()
@@ -295,22 +274,58 @@ class Sender:
             self.tracker.release(rel, now)
             self.tracker.changed(rel, now)
 
-    def _refused(self, rel: str, exc: RequestError) -> None:
+    def _apply(self, rels: list[str], verdict: Outcome) -> None:
+        """Carry out an outcome other than DELIVERED (which ``_sent`` does) for these files."""
         now = self.clock()
-        if exc.temporary:
-            self._host_down([rel], str(exc))
-        elif exc.status in (401, 507):
+        match verdict.kind:
+            case Kind.TEMPORARY:
+                self._host_down(rels, verdict.reason)
+            case Kind.NO_BATCHES:
+                log.info("the host takes no batches (%s): small files go one by one",
+                         verdict.reason)
+                self.batching = False
+                for rel in rels:
+                    self.tracker.release(rel, now)
+            case Kind.HOST_PROBLEM:
+                for rel in rels:
+                    self._host_problem(rel, verdict)
+            case Kind.REJECTED:
+                for rel in rels:
+                    self._rejected(rel, verdict)
+            case _:
+                for rel in rels:
+                    self._file_problem(rel, verdict)
+
+    def _file_problem(self, rel: str, verdict: Outcome) -> None:
+        """The file itself could not go (open, changed, gone, unreadable): not the host."""
+        now = self.clock()
+        if verdict.kind is Kind.STILL_OPEN:
+            log.debug("%s; asking again in %.0f s", verdict.reason, self.tracker.settle_s)
+            self.tracker.release(rel, now, self.tracker.settle_s)
+        elif verdict.kind is Kind.CHANGED:
+            log.info("%s; it goes once it has settled", verdict.reason)
             self.tracker.release(rel, now)
-            self.retry_at = now + HOST_PROBLEM_RETRY_S
-            self.quiet.failure("host", "the host refuses inbox files: %s; next try in %.0f s",
-                               exc, HOST_PROBLEM_RETRY_S)
-            self._error(rel, str(exc))
-        else:
-            log.warning("%s: the host refused it (%s); it stays on the Pi", rel, exc)
-            self.tracker.release(rel, now, REJECTED_RETRY_S)
-            self.report.rejected[rel] = {"status": exc.status, "code": exc.code,
-                                         "message": str(exc), "at": iso(self.wall())}
-            self._error(rel, str(exc))
+            self.tracker.changed(rel, now)
+        elif verdict.kind is Kind.VANISHED:
+            self.tracker.gone(rel)
+        else:  # UNREADABLE, BUG: a file must not stay marked busy forever
+            self._error(rel, verdict.reason)
+            self.tracker.release(rel, now, FILE_ERROR_RETRY_S)
+
+    def _host_problem(self, rel: str, verdict: Outcome) -> None:
+        now = self.clock()
+        self.tracker.release(rel, now)
+        self.retry_at = now + HOST_PROBLEM_RETRY_S
+        self.quiet.failure("host", "the host refuses inbox files: %s; next try in %.0f s",
+                           verdict.reason, HOST_PROBLEM_RETRY_S)
+        self._error(rel, verdict.reason)
+
+    def _rejected(self, rel: str, verdict: Outcome) -> None:
+        log.warning("%s: the host refused it (%s); it stays on the Pi", rel, verdict.reason)
+        self.tracker.release(rel, self.clock(), REJECTED_RETRY_S)
+        self.report.rejected[rel] = {"status": verdict.status, "code": verdict.code,
+                                     "message": verdict.reason, "at": iso(self.wall())}
+        self._error(rel, verdict.reason)
 
     def _host_down(self, rels: list[str], message: str) -> None:
         """The host failed these files for no fault of theirs: all wait one backoff step."""

@@ -29,8 +29,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from handshake.client import HandshakeClient
-from handshake.errors import RequestError, TemporaryError
 from handshake.util.timeutil import iso
+from pi.inbox.outcome import OK, FileChanged, Kind, Outcome, Result, StillOpen, classify
 from pi.inbox.tracker import Identity
 
 # Read and send in pieces this big: few thread hops, a few MB of memory at most.
@@ -47,14 +47,6 @@ PATH_PREFIX = "/api/v1/inbox/"
 SENT_PREFIX = ".edgepair-sent-"
 # Linux's NAME_MAX: the longest file name, in bytes.
 NAME_MAX_BYTES = 255
-
-
-class FileChanged(TemporaryError):
-    """The file changed while it was being sent: it settles again and goes later."""
-
-
-class StillOpen(FileChanged):
-    """Someone still has the file open for writing (a read lease was refused)."""
 
 
 @dataclass(slots=True)
@@ -88,9 +80,10 @@ def url_path(rel: str) -> str:
 
 async def send(client: HandshakeClient, root: Path, rel: str, progress: Progress, *,
                known: tuple[Identity, str] | None = None, need_proof: bool = False,
-               stall_s: float = STALL_S, answer_s: float = ANSWER_S) -> Sent:
-    """Send ``root/rel``; Sent, or FileChanged, RequestError, PeerUnavailable, OSError.
+               stall_s: float = STALL_S, answer_s: float = ANSWER_S) -> Sent | Outcome:
+    """Send ``root/rel``: Sent once the host confirmed our hash, else what its answer means.
 
+    Raises FileChanged, RequestError, PeerUnavailable, OSError (``outcome.classify`` sorts them).
     ``known``: its SHA-256 hashed ahead, used when the file is still that identity.
     ``need_proof``: seen written but not closed; only a lease may clear it (StillOpen).
     """
@@ -106,30 +99,39 @@ async def send(client: HandshakeClient, root: Path, rel: str, progress: Progress
                 deadline.reschedule(loop.time() + answer_s)
                 progress.sent_bytes = before.size
             else:
-                if known is not None and known[0] == before:
-                    sha256 = known[1]
-                else:
-                    sha256 = await asyncio.to_thread(_hash, fd, before.size)
+                sha256 = await _sha256(fd, before, known)
                 body = _chunks(fd, before, progress, deadline, reads, stall_s, answer_s)
             try:
                 answer = await client.stream("PUT", url_path(rel), body, content_sha256=sha256,
                                              content_length=before.size, read_timeout_s=answer_s)
             except Exception as exc:
-                if progress.shrank or (isinstance(exc, RequestError) and exc.status == 422):
+                if progress.shrank or classify(Result(rel, error=exc)).kind is Kind.CHANGED:
                     raise FileChanged(f"{rel}: changed while being sent") from exc
                 raise
-        if not isinstance(answer, dict) or answer.get("sha256") != sha256:
-            raise RequestError(502, "bad_answer", f"{rel}: the host confirmed another hash "
-                               f"({answer!r}); the file stays on the Pi")
+        verdict = classify(Result(rel, sha256, OK, answer))
+        if not verdict.deletes:
+            return verdict
         deleted = await asyncio.to_thread(delete_if_unchanged, root / rel, before)
-        return Sent(str(answer.get("stored_as", rel)), bool(answer.get("duplicate")), deleted)
+        return Sent(verdict.stored_as, verdict.duplicate, deleted)
     finally:
-        if reads and not reads[-1].done():
-            await asyncio.wait(reads)  # no worker thread may read fd once it is closed
-        for read in reads:
-            if not read.cancelled():
-                read.exception()  # retrieved: what failed was raised, or no longer matters
+        await _settle(reads)
         os.close(fd)
+
+
+async def _sha256(fd: int, before: Identity, known: tuple[Identity, str] | None) -> str:
+    """The hash taken ahead if it was of this very file, else a fresh one."""
+    if known is not None and known[0] == before:
+        return known[1]
+    return await asyncio.to_thread(_hash, fd, before.size)
+
+
+async def _settle(reads: list[asyncio.Future[bytes]]) -> None:
+    """Wait for the last read ahead: no worker thread may read the descriptor once closed."""
+    if reads and not reads[-1].done():
+        await asyncio.wait(reads)
+    for read in reads:
+        if not read.cancelled():
+            read.exception()  # retrieved: what failed was raised, or no longer matters
 
 
 def open_file(path: Path, small: bool = True,

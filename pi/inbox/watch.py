@@ -116,28 +116,21 @@ class Watcher(FileSystemEventHandler):
         if not event.is_directory and self.public_dir / HOST_JSON in (Path(src), Path(dest)):
             return [Change("host")]
         rel, rel_dest = self._rel(src), self._rel(dest)
-        if isinstance(event, DirDeletedEvent):
-            return [Change("folder_gone", rel)] if rel else []
-        if isinstance(event, DirMovedEvent):
-            # A folder moved in brings files no event will mention: scan it.
-            return ([Change("folder_gone", rel)] if rel else []) + \
-                   ([Change("folder", rel_dest)] if rel_dest else [])
-        if isinstance(event, DirCreatedEvent):
-            return [Change("folder", rel)] if rel else []
+        if isinstance(event, (DirDeletedEvent, DirMovedEvent, DirCreatedEvent)):
+            return _folder_changes(event, rel, rel_dest)
         if isinstance(event, FileDeletedEvent):
-            return [Change("gone", rel)] if rel else []
+            return _one("gone", rel)
         if isinstance(event, FileMovedEvent):
             identity = self._identity(rel_dest) if rel_dest else None
             if identity is None:
-                return [Change("gone", rel)] if rel else []
+                return _one("gone", rel)
             return [Change("moved", rel or "", rel_dest or "", identity)]
         if rel is None:
             return []
         identity = self._identity(rel)
         if identity is None:
             return [Change("gone", rel)]
-        kind = {FileCreatedEvent: "created", FileModifiedEvent: "written",
-                FileClosedEvent: "closed"}.get(type(event), "seen")
+        kind = _FILE_KINDS.get(type(event), "seen")
         if event.is_synthetic:  # watchdog's own "created" for files in a folder moved in
             kind = "seen"
         return [Change(kind, rel, identity=identity)]
@@ -155,3 +148,23 @@ class Watcher(FileSystemEventHandler):
         except OSError:
             return None
         return Identity.of(st) if stat.S_ISREG(st.st_mode) else None
+
+
+_FILE_KINDS: dict[type[FileSystemEvent], str] = {
+    FileCreatedEvent: "created", FileModifiedEvent: "written", FileClosedEvent: "closed"}
+
+
+def _one(kind: str, rel: str | None) -> list[Change]:
+    """``[Change(kind, rel)]``, or nothing for a path outside the inbox (or ignored)."""
+    return [Change(kind, rel)] if rel else []
+
+
+def _folder_changes(event: FileSystemEvent, rel: str | None,
+                    rel_dest: str | None) -> list[Change]:
+    """A folder deleted, created or moved (in, out or within the inbox)."""
+    if isinstance(event, DirDeletedEvent):
+        return _one("folder_gone", rel)
+    if isinstance(event, DirMovedEvent):
+        # A folder moved in brings files no event will mention: scan it.
+        return _one("folder_gone", rel) + _one("folder", rel_dest)
+    return _one("folder", rel)
