@@ -27,7 +27,7 @@ RAW = st.integers(min_value=0, max_value=0xFFFF)
 
 
 def config(limits: Limits) -> ControlConfig:
-    return ControlConfig(profile=SIM, address="127.0.0.1", limits=limits,
+    return ControlConfig.of(profile=SIM, address="127.0.0.1", limits=limits,
                          loads=(load_config(502),))
 
 
