@@ -153,7 +153,7 @@ class WakeTime(Section, frozen=True, kw_only=True):
     at: Annotated[str, Check(lambda v: bool(_TIME_RE.match(v)), "a local time HH:MM (24 h)"),
                   Meta(description="local time of day")]
     days: Annotated[tuple[int, ...], Parse(parse_days, "days like \"mon-fri\" or \"sat,sun\"",
-                                           "days"),
+                                           "days", show=lambda _: '"daily"'),
                     Meta(description="mon-fri, sat,sun, daily …")] = tuple(range(7))
 
 

@@ -66,6 +66,7 @@ class Parse:
     expected: str
     kind: str  # how the reference names the type
     with_file: bool = False  # called as ``parse(raw, config_file)``
+    show: Callable[[Any], str] | None = None  # the default as the user would write it
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,16 +338,16 @@ class Row(NamedTuple):
 
 
 def reference(cls: type[Section], prefix: str = "") -> Iterator[Row]:
-    """Every key of ``cls`` and its subsections: key, type, default, one line."""
+    """Every key of ``cls`` and its subsections (``power.plugs[].name``): type, default, line."""
     for field in _fields(cls):
         key = _join(prefix, field.encode_name)
         base, extras = _unwrap(field.type)
         if isinstance(base, type) and issubclass(base, Section):
-            yield from reference(base, f"[{key}]" if not prefix else key)
+            yield from reference(base, key)
             continue
         item = _struct_items(base)
         if item is not None:
-            yield from reference(item, f"[[{key.strip('[]')}]]")
+            yield from reference(item, f"{key}[]")
             continue
         meta = _unwrap_meta(field.type)
         checks = [e.expected for e in extras if isinstance(e, Check)]
@@ -355,9 +356,9 @@ def reference(cls: type[Section], prefix: str = "") -> Iterator[Row]:
 
 
 def _kind_text(base: Any, extras: list[Any], meta: msgspec.Meta, checks: list[str]) -> str:
-    text = checks[0] if checks else kind(base).removeprefix("an ").removeprefix("a ")
-    if any(isinstance(e, Parse) for e in extras):
-        text = kind(base)
+    parse = next((e for e in extras if isinstance(e, Parse)), None)
+    text = parse.kind if parse else checks[0] if checks else \
+        kind(base).removeprefix("an ").removeprefix("a ")
     bounds = [f"{sign} {getattr(meta, b)}" for b, sign in
               (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")) if getattr(meta, b) is not None]
     return f"{text} {', '.join(bounds)}".strip() if bounds else text
@@ -370,6 +371,9 @@ def _default_text(cls: type[Section], field: msgspec.structs.FieldInfo) -> str:
         return "required"
     value = field.default if field.default_factory is msgspec.NODEFAULT \
         else field.default_factory()
+    parse = next((e for e in _unwrap(field.type)[1] if isinstance(e, Parse)), None)
+    if parse is not None and parse.show is not None and value is not None:
+        return parse.show(value)
     if value is None:
         return "unset"
     if isinstance(value, bool):
@@ -381,20 +385,12 @@ def _default_text(cls: type[Section], field: msgspec.structs.FieldInfo) -> str:
     return str(value)
 
 
-def markdown(title_rows: list[tuple[str, type[Section]]]) -> str:
-    """The configuration reference as Markdown tables, one per file kind."""
-    out: list[str] = []
-    for title, cls in title_rows:
-        out += [f"#### {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        section = None
-        for row in reference(cls):
-            head, _, rest = row.key.partition("]")
-            if row.key.startswith("[") and head + "]" != section:
-                section = head + "]"
-            key = f"`{section}` `{rest.lstrip('.')}`" if row.key.startswith("[") else f"`{row.key}`"
-            out.append(f"| {key} | {row.kind} | {row.default} | {row.text} |")
-        out.append("")
-    return "\n".join(out)
+def markdown(cls: type[Section]) -> str:
+    """The reference of ``cls`` as one Markdown table."""
+    out = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    out += [f"| `{r.key}` | {r.kind} | {r.default} | {r.text} |".replace("|  |", "| |")
+            for r in reference(cls)]
+    return "\n".join(out) + "\n"
 
 
 # -- value types both sides use ----------------------------------------------------------
