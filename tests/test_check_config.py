@@ -21,9 +21,11 @@ url = "http://192.168.1.10:8771"
 """
 # name → (the file's [host] tail, secrets mode or None for no secrets file, output)
 CASES = {
-    "typo": ("hearbeat_interval_s = 1\n", 0o600, """\
-/etc/edgepair/pi.toml: host.hearbeat_interval_s: unknown key (did you mean 'heartbeat_interval_s'?); known keys: address, boot_timeout_s, fall, going_offline_grace_s, heartbeat_interval_s, heartbeat_timeout_s, mac, rise, url
-/etc/edgepair/pi.toml: 1 problem(s) (pi config)"""),
+    "typo": ("hearbeat_interval_s = 1\n", 0o600,
+             "/etc/edgepair/pi.toml: host.hearbeat_interval_s: unknown key (did you mean "
+             "'heartbeat_interval_s'?); known keys: address, boot_timeout_s, fall, "
+             "going_offline_grace_s, heartbeat_interval_s, heartbeat_timeout_s, mac, rise, url\n"
+             "/etc/edgepair/pi.toml: 1 problem(s) (pi config)"),
     "type": ('fall = "3"\n', 0o600, """\
 /etc/edgepair/pi.toml: host.fall: expected an integer, got '3'
 /etc/edgepair/pi.toml: 1 problem(s) (pi config)"""),
@@ -33,9 +35,11 @@ CASES = {
     "no-secrets": ("", None, """\
 /etc/edgepair/secrets.toml: secrets file not found (create it with `edgepair keygen`)
 /etc/edgepair/pi.toml: 1 problem(s) (pi config)"""),
-    "readable-secrets": ("", 0o644, """\
-/etc/edgepair/secrets.toml: secrets file is readable by group or others (mode 644); expected 600: run `chmod 600 /etc/edgepair/secrets.toml`
-/etc/edgepair/pi.toml: 1 problem(s) (pi config)"""),
+    "readable-secrets": ("", 0o644,
+                         "/etc/edgepair/secrets.toml: secrets file is readable by group or "
+                         "others (mode 644); expected 600: run `chmod 600 "
+                         "/etc/edgepair/secrets.toml`\n"
+                         "/etc/edgepair/pi.toml: 1 problem(s) (pi config)"),
 }
 
 

@@ -14,7 +14,8 @@ def _script() -> ModuleType:
     spec = importlib.util.spec_from_loader(
         "config_reference", importlib.machinery.SourceFileLoader("config_reference",
                                                                  str(loader_path)))
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
