@@ -37,24 +37,12 @@ def test_every_problem_is_named(tmp_path: Path) -> None:
     path = pi_toml(tmp_path, extra="""
 [power]
 commit_intervall_s = 60
-raw_retention_days = 30
-minute_retention_days = 30
-off_max_w = 50
-hung_min_w = 10
 [[power.plugs]]
 name = "nas"
 address = "not an address!"
 encryption = "rsa"
 role = "boss"
 interval_s = 0
-[[power.plugs]]
-name = "nas"
-address = "192.168.1.31"
-role = "host"
-[[power.plugs]]
-name = "nas2"
-address = "192.168.1.32"
-role = "host"
 """)
     with pytest.raises(ConfigError) as info:
         pi_config.load(path)

@@ -13,7 +13,6 @@ converting each value alone is what lets check-config say everything that is wro
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import operator
 import types
 import typing
@@ -26,7 +25,7 @@ from typing import Annotated, Any, ClassVar, NamedTuple, TypeVar
 import msgspec
 
 from handshake.errors import ConfigError
-from handshake.util.configfile import is_url, resolve
+from handshake.util.configfile import is_ip, is_url, resolve
 
 S = TypeVar("S", bound="Section")
 
@@ -395,14 +394,6 @@ def markdown(cls: type[Section]) -> str:
 
 # -- value types both sides use ----------------------------------------------------------
 
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _is_timezone(value: str) -> bool:
     try:
         zoneinfo.ZoneInfo(value)
@@ -411,7 +402,7 @@ def _is_timezone(value: str) -> bool:
     return True
 
 
-IpAddress = Annotated[str, Check(_is_ip, "an IP address")]
+IpAddress = Annotated[str, Check(is_ip, "an IP address")]
 Url = Annotated[str, Check(is_url, "an http:// or https:// URL")]
 Listen = Annotated[HostPort, Parse(HostPort.parse, "HOST:PORT like \"0.0.0.0:8770\"", "HOST:PORT")]
 TimeZone = Annotated[str, Check(_is_timezone, "an IANA time zone like \"Europe/Berlin\"")]
