@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
+from handshake import inboxwire
 from handshake.client import HandshakeClient
 from handshake.errors import ConfigError, PeerUnavailable, RequestError
 from handshake.util import atomic
@@ -64,7 +65,7 @@ class Inbox:
         self.config, self.inbox, self.key = config, inbox, key
         self.root = inbox.dir
         self.clock, self.wall = clock, wall
-        self.tracker = Tracker(inbox.settle_s, small_bytes=upload.SMALL_FILE_BYTES)
+        self.tracker = Tracker(inbox.settle_s, small_bytes=inboxwire.SMALL_FILE_BYTES)
         self.report = status.Report()
         self.sender = Sender(self.root, self.tracker, self.report, inbox.parallel,
                              inbox.parallel_small, on_done=self._poke, on_deleted=self._emptied,
@@ -212,7 +213,7 @@ class Inbox:
     async def _publish(self) -> None:
         now, wall = self.clock(), self.wall()
         pending, to_hash = status.pending(self.tracker, now, self.sender.known,
-                                          upload.SMALL_FILE_BYTES)
+                                          inboxwire.SMALL_FILE_BYTES)
         self.report.in_flight = [p for _, p in self.sender.tasks.values()]
         document = status.document(self.inbox, pending, self.report, wall)
         try:
