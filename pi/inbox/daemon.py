@@ -18,10 +18,10 @@ from pathlib import Path
 
 import aiohttp
 
-from handshake import inboxwire
+from handshake import documents, inboxwire
 from handshake.client import HandshakeClient
+from handshake.documents import HostDocument, InboxDocument
 from handshake.errors import ConfigError, PeerUnavailable, RequestError
-from handshake.util import atomic
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
 from pi.config import PiConfig
@@ -185,12 +185,9 @@ class Inbox:
         self.dirty = True
 
     async def _read_host(self) -> None:
-        try:
-            doc = await asyncio.to_thread(atomic.read_json, self.config.public_dir / HOST_JSON)
-        except (OSError, ValueError):
-            doc = None
-        state = doc.get("state") if isinstance(doc, dict) else None
-        state = state if isinstance(state, str) else None
+        host = await asyncio.to_thread(documents.read_or_none,
+                                       self.config.public_dir / HOST_JSON, HostDocument)
+        state = None if host is None else host.state
         if state != self.report.host_state:
             log.info("host is %s", state or "unknown (no host.json yet)")
             self.report.host_state = state
@@ -217,7 +214,8 @@ class Inbox:
         self.report.in_flight = [p for _, p in self.sender.tasks.values()]
         document = status.document(self.inbox, pending, self.report, wall)
         try:
-            await asyncio.to_thread(atomic.write_json, self.config.public_dir / "inbox.json",
+            await asyncio.to_thread(documents.publish,
+                                    self.config.public_dir / documents.FILES[InboxDocument],
                                     document)
             self.quiet.success("publish", "inbox.json written again")
         except OSError as exc:
