@@ -291,7 +291,9 @@ def read(path: Path, kind: type[D]) -> D | None:
     try:
         return decode(data, kind)
     except DocumentError as exc:
-        raise DocumentError(f"{path}: {exc}") from None
+        error = DocumentError(f"{path}: {exc}")
+        error.field = exc.field  # the path goes in front, the field it names stays known
+        raise error from None
 
 
 def read_or_none(path: Path, kind: type[D]) -> D | None:
