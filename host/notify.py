@@ -9,10 +9,11 @@ import time
 from datetime import datetime
 from typing import Any, Literal
 
+from handshake import documents
 from handshake.client import REQUEST_TIMEOUT_S, HandshakeClient
+from handshake.documents import SnapshotSentDocument
 from handshake.errors import FatalError, PeerUnavailable, RequestError
 from handshake.messages import ComingOnline, GoingOffline, Reason
-from handshake.util import atomic
 from handshake.util.timeutil import iso
 from host.config import HostConfig
 from host.snapshot import SYSTEMCTL_TIMEOUT_S, Runner, build_snapshot, read_boot_id
@@ -97,10 +98,11 @@ def _record_sent(config: HostConfig, body: dict[str, Any]) -> None:
     """Keep what the Pi acknowledged, for the host's dashboard; never fails the notify."""
     now = time.time()
     try:
-        atomic.write_json(config.public_dir / "snapshot-sent.json", {
-            "schema": "edgepair.snapshot/1", "generated_at": iso(now), "interval_s": None,
-            "sent_at": iso(now), "reason": body.get("reason"), "wake_at": body.get("wake_at"),
-            "snapshot": body.get("snapshot")})
+        documents.publish(config.public_dir / documents.FILES[SnapshotSentDocument],
+                          SnapshotSentDocument(generated_at=iso(now) or "", sent_at=iso(now),
+                                               reason=body.get("reason"),
+                                               wake_at=body.get("wake_at"),
+                                               snapshot=body.get("snapshot")))
     except OSError as exc:
         log.warning("could not keep the sent snapshot in %s: %s", config.public_dir, exc)
 

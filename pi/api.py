@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import copy
 import itertools
-import json
 import logging
 import re
 import time
@@ -17,8 +16,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from handshake import __version__
+from handshake import __version__, documents
 from handshake.auth import NonceCache, Verifier
+from handshake.documents import InboxDocument
 from handshake.http import json_body, json_error, make_app, signed, verify_request
 from handshake.messages import ComingOnline, GoingOffline, WakeRequest
 from handshake.optional import optional_module
@@ -95,7 +95,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """What host.json holds, fresh."""
-    return web.json_response(request.app[CONTROLLER].document(time.time()))
+    return web.Response(body=documents.encode(request.app[CONTROLLER].document(time.time())),
+                        content_type="application/json")
 
 
 @signed
@@ -192,12 +193,9 @@ async def no_frontend(request: web.Request) -> web.Response:
 
 
 def _inbox_pending(config: PiConfig) -> int:
-    try:
-        data = atomic.read_json(config.public_dir / "inbox.json")
-        pending = data.get("pending", {}) if isinstance(data, dict) else {}
-        return int(pending.get("files", 0)) if isinstance(pending, dict) else 0
-    except (ValueError, TypeError, OSError):
-        return 0
+    inbox = documents.read_or_none(config.public_dir / documents.FILES[InboxDocument],
+                                   InboxDocument)
+    return 0 if inbox is None else inbox.pending.files
 
 
 async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
@@ -275,8 +273,7 @@ async def _publish_pi_stats(config: PiConfig) -> None:
         document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S,
                                    pihole=config.pihole is not None,
                                    grace_until=started + pistats.STARTUP_GRACE_S)
-        await asyncio.to_thread(atomic.write_bytes, path,
-                                json.dumps(document, indent=1).encode() + b"\n")
+        await asyncio.to_thread(documents.publish, path, document)
         await asyncio.sleep(next(delays))
 
 

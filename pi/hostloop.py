@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from handshake import documents
+from handshake.documents import HostDocument, SnapshotDocument, schema_of
 from handshake.errors import EdgepairError
 from handshake.optional import optional_module
 from handshake.util import atomic
@@ -25,8 +27,8 @@ from pi.schedule import next_wake, zone
 
 log = logging.getLogger(__name__)
 
-HOST_SCHEMA = "edgepair.host/1"
-SNAPSHOT_SCHEMA = "edgepair.snapshot/1"
+HOST_SCHEMA = schema_of(HostDocument)
+SNAPSHOT_SCHEMA = schema_of(SnapshotDocument)
 STATE_FILE = "host-state.json"
 # The heartbeat loop tells the watchdog it lives at least this often, also while it waits
 # out a long heartbeat_interval_s (the unit's WatchdogSec is 30 s).
@@ -259,34 +261,33 @@ class HostController:
         at, source = min(candidates)
         return {"at": iso(at), "source": source}
 
-    def document(self, now: float) -> dict[str, Any]:
+    def document(self, now: float) -> HostDocument:
         """What host.json and ``GET /api/v1/status`` hold."""
         beat = self.last_beat
         host = self.config.host
-        return {
-            "schema": HOST_SCHEMA,
-            "generated_at": iso(now),
-            "interval_s": self.config.api.publish_interval_s,
-            "state": self.status.state.value,
-            "since": iso(self.status.since),
-            "reason": self.status.reason,
-            "last_heartbeat": None if beat is None else {
+        return HostDocument(
+            generated_at=iso(now) or "",
+            interval_s=self.config.api.publish_interval_s,
+            state=self.status.state.value,
+            since=iso(self.status.since),
+            reason=self.status.reason,
+            last_heartbeat=None if beat is None else {
                 "at": iso(beat.at), "ok": beat.ok, "latency_ms": beat.latency_ms,
                 "error": beat.error, "boot_id": beat.boot_id, "uptime_s": beat.uptime_s},
-            "heartbeat": {"interval_s": host.heartbeat_interval_s, "fall": host.fall,
-                          "rise": host.rise},
-            "dns": {"name": self.config.dns.name, "backend": self.config.dns.backend,
-                    "target": self.status.dns_target, "address": self.desired_address(),
-                    "applied": self.dns_address == self.desired_address()
-                    and self.dns_error is None,
-                    "error": self.dns_error},
-            "next_wake": self.next_wake(),
-            "last_wake": self.last_wol,
-            "boot_timeout_s": host.boot_timeout_s,
-            "alarm": None if self.alarm is None else {"message": self.alarm.message,
-                                                      "since": iso(self.alarm.since)},
-            "power": self.power_diagnosis(now),
-        }
+            heartbeat={"interval_s": host.heartbeat_interval_s, "fall": host.fall,
+                       "rise": host.rise},
+            dns={"name": self.config.dns.name, "backend": self.config.dns.backend,
+                 "target": self.status.dns_target, "address": self.desired_address(),
+                 "applied": self.dns_address == self.desired_address()
+                 and self.dns_error is None,
+                 "error": self.dns_error},
+            next_wake=self.next_wake(),
+            last_wake=self.last_wol,
+            boot_timeout_s=host.boot_timeout_s,
+            alarm=None if self.alarm is None else {"message": self.alarm.message,
+                                                   "since": iso(self.alarm.since)},
+            power=self.power_diagnosis(now),
+        )
 
     def power_diagnosis(self, now: float) -> dict[str, Any] | None:
         """Whether the host's plug still draws working power ("hung") or not ("off")."""
@@ -300,7 +301,7 @@ class HostController:
         self._last_publish = now
         path = self.config.public_dir / "host.json"
         try:
-            atomic.write_json(path, self.document(now))
+            documents.publish(path, self.document(now))
         except OSError as exc:  # a full or read-only SD card: DNS failover goes on
             self.quiet.failure("publish", "cannot write %s: %s", path, exc.strerror or exc)
         else:
@@ -310,10 +311,10 @@ class HostController:
                              snapshot: dict[str, Any]) -> None:
         """Write snapshot.json off the event loop (a 1 MB snapshot must not stall DNS)."""
         now = self.clock()
-        await asyncio.to_thread(atomic.write_json, self.config.public_dir / "snapshot.json", {
-            "schema": SNAPSHOT_SCHEMA, "generated_at": iso(now), "interval_s": None,
-            "received_at": iso(now), "reason": reason, "wake_at": iso(wake_at),
-            "snapshot": snapshot}, compact=True)
+        document = SnapshotDocument(generated_at=iso(now) or "", received_at=iso(now),
+                                    reason=reason, wake_at=iso(wake_at), snapshot=snapshot)
+        await asyncio.to_thread(documents.publish, self.config.public_dir / "snapshot.json",
+                                document, compact=True)
 
     async def start(self) -> None:
         """Assert the record for the restored state and publish before serving."""

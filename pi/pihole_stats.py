@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
+import msgspec
 from msgspec import Meta
 
-from handshake.util import atomic
+from handshake import documents
+from handshake.documents import PiholeDocument, schema_of
 from handshake.util.quietlog import QuietLogger
 from handshake.util.schema import Section, Url
 from handshake.util.timeutil import iso
@@ -29,7 +31,7 @@ if TYPE_CHECKING:  # check-config imports this module for parse(): keep aiohttp 
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "edgepair.pihole/1"
+SCHEMA = schema_of(PiholeDocument)
 FILE = "pihole.json"
 # After failures, ask less often (interval × 2^n) but at least this often, so a fixed
 # Pi-hole shows up within minutes without a restart.
@@ -62,28 +64,27 @@ class PiholeStats:
 
 
 def document(summary: dict[str, Any] | None, error: str | None, now: float,
-             interval_s: float) -> dict[str, Any]:
+             interval_s: float) -> PiholeDocument:
     """The ``pihole.json`` document: the summary's headline, or the error and nulls."""
-    doc: dict[str, Any] = {"schema": SCHEMA, "generated_at": iso(now), "interval_s": interval_s,
-                           "ok": error is None, "error": error,
-                           "queries": None, "clients": None, "gravity": None}
+    doc = PiholeDocument(generated_at=iso(now) or "", interval_s=interval_s, ok=error is None,
+                         error=error)
     if summary is None:
         return doc
     queries = _table(summary, "queries")
     clients = _table(summary, "clients")
     gravity = _table(summary, "gravity")
     last_update = _number(gravity.get("last_update"))
-    doc["queries"] = {"total": _number(queries.get("total")),
-                      "blocked": _number(queries.get("blocked")),
-                      "percent_blocked": _number(queries.get("percent_blocked"))}
-    doc["clients"] = {"active": _number(clients.get("active")),
-                      "total": _number(clients.get("total"))}
-    doc["gravity"] = {
-        "domains_being_blocked": _number(gravity.get("domains_being_blocked")),
-        "last_update": iso(last_update) if last_update else None,
-        "age_s": round(max(0.0, now - last_update), 1) if last_update else None,
-    }
-    return doc
+    return msgspec.structs.replace(
+        doc,
+        queries={"total": _number(queries.get("total")),
+                 "blocked": _number(queries.get("blocked")),
+                 "percent_blocked": _number(queries.get("percent_blocked"))},
+        clients={"active": _number(clients.get("active")), "total": _number(clients.get("total"))},
+        gravity={
+            "domains_being_blocked": _number(gravity.get("domains_being_blocked")),
+            "last_update": iso(last_update) if last_update else None,
+            "age_s": round(max(0.0, now - last_update), 1) if last_update else None,
+        })
 
 
 async def run(config: PiConfig, session: aiohttp.ClientSession, *,
@@ -109,7 +110,7 @@ async def run(config: PiConfig, session: aiohttp.ClientSession, *,
                 quiet.failure("stats", "Pi-hole stats: %s", error)
             delay = next_delay(section.interval_s, failures)
             try:
-                await asyncio.to_thread(atomic.write_json, path,
+                await asyncio.to_thread(documents.publish, path,
                                         document(summary, error, clock(), delay))
             except OSError as exc:
                 quiet.failure("write", "cannot write %s: %s", path, exc)

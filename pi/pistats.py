@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from handshake import __version__
-from handshake.util.timeutil import iso, parse_iso
+from handshake import __version__, documents
+from handshake.documents import PiDocument, schema_of
+from handshake.util.timeutil import iso
 
-PI_SCHEMA = "edgepair.pi/1"
+PI_SCHEMA = schema_of(PiDocument)
 THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
 MEMINFO = Path("/proc/meminfo")
 UPTIME = Path("/proc/uptime")
@@ -20,33 +20,30 @@ UPTIME = Path("/proc/uptime")
 
 def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
             now: float | None = None, *, pihole: bool = False,
-            grace_until: float | None = None) -> dict[str, Any]:
+            grace_until: float | None = None) -> PiDocument:
     """One pi.json document; anything the platform lacks is null, never an error.
 
     ``pihole``: whether ``[pihole]`` is configured (the api daemon then writes
     pihole.json), so the dashboard can tell "not configured" from "not yet".
     """
     now = time.time() if now is None else now
-    return {
-        "schema": PI_SCHEMA,
-        "generated_at": iso(now),
-        "interval_s": interval_s,
-        "hostname": os.uname().nodename,
-        "uptime_s": _uptime(),
-        "load": list(os.getloadavg()),
-        "cpus": os.cpu_count(),
-        "memory": _memory(),
-        "temperature_c": _temperature(),
-        "disk": _disk(state_dir),
-        "daemons": daemon_states(state_dir / "public", daemons, now, grace_until),
-        "pihole_configured": pihole,
-    }
+    return PiDocument(
+        generated_at=iso(now) or "",
+        interval_s=interval_s,
+        hostname=os.uname().nodename,
+        uptime_s=_uptime(),
+        load=list(os.getloadavg()),
+        cpus=os.cpu_count(),
+        memory=_memory(),
+        temperature_c=_temperature(),
+        disk=_disk(state_dir),
+        daemons=daemon_states(state_dir / "public", daemons, now, grace_until),
+        pihole_configured=pihole,
+    )
 
 
 # The public file each daemon besides the api (this process) keeps fresh.
 DAEMON_FILES = {"power": "power.json", "inbox": "inbox.json", "control": "control.json"}
-# A file older than this many of its own intervals: its writer is not running (or hung).
-STALE_INTERVALS = 3
 # Just after start, a daemon without a file yet is not known to be down ("running": null).
 STARTUP_GRACE_S = 60.0
 
@@ -65,24 +62,13 @@ def daemon_states(public: Path, daemons: tuple[str, ...], now: float,
             out[name] = {"version": __version__, "pid": os.getpid(), "running": True,
                          "last_seen": iso(now)}
             continue
-        seen = _generated_at(public / DAEMON_FILES.get(name, f"{name}.json"))
-        running: bool | None = seen is not None and now - seen[0] <= STALE_INTERVALS * seen[1]
+        seen = documents.header(public / DAEMON_FILES.get(name, f"{name}.json"))
+        running: bool | None = seen is not None and not seen.stale(now)
         if seen is None and grace_until is not None and now < grace_until:
             running = None
         out[name] = {"version": __version__, "running": running,
-                     "last_seen": None if seen is None else iso(seen[0])}
+                     "last_seen": None if seen is None else seen.generated_at}
     return out
-
-
-def _generated_at(path: Path) -> tuple[float, float] | None:
-    """(generated_at, interval_s) of a public file; None when absent or unreadable."""
-    try:
-        doc = json.loads(path.read_bytes())
-        at = parse_iso(doc["generated_at"]).timestamp()
-        interval = float(doc.get("interval_s") or 60.0)
-    except (OSError, ValueError, KeyError, TypeError, OverflowError):
-        return None
-    return at, interval
 
 
 def _uptime() -> float | None:

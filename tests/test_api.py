@@ -12,9 +12,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from handshake import documents
 from handshake.auth import keygen, sign
 from handshake.client import HandshakeClient
+from handshake.documents import InboxDocument, InboxPending
 from handshake.errors import AuthError, RequestError
+from handshake.util.timeutil import iso
 from pi import api
 from pi.config import load
 from pi.heartbeat import Beat
@@ -104,7 +107,8 @@ async def test_going_offline_switches_dns_and_stores_snapshot(make_rig: RigFacto
 
 async def test_coming_online_reports_inbox_pending(make_rig: RigFactory) -> None:
     rig = await make_rig()
-    (rig.state_dir / "public/inbox.json").write_text(json.dumps({"pending": {"files": 7}}))
+    documents.publish(rig.state_dir / "public/inbox.json", InboxDocument(
+        generated_at=iso(time.time()) or "", interval_s=5, pending=InboxPending(files=7)))
     async with rig.client() as c:
         answer = await c.request("POST", "/api/v1/host/coming-online", {"boot_id": "b1"})
     assert answer == {"ack": True, "state": "online", "dns_target": "host", "inbox_pending": 7}

@@ -238,7 +238,7 @@ def test_a_stale_file_is_stale_and_a_broken_file_breaks_only_its_card(
     pihole = fixtures.load("pihole", now - 600)  # interval 60 s: 10 min old is stale
     (public / "pihole.json").write_text(json.dumps(pihole))
     power = fixtures.load("power", now)
-    power["interval_s"] = 1.5  # its writer stops now: stale 4.5 s from now, the page open
+    power["interval_s"], power["stale_after_s"] = 1.5, 4.5  # stale 4.5 s from now, the page open
     (public / "power.json").write_text(json.dumps(power))
     (public / "control.json").write_text('{"schema": "edgepair.control/1", "mode": ')
     snapshot = fixtures.load("snapshot", now)
@@ -367,9 +367,10 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
         refused: s.wakeAnswer(401, {error: {code: "unauthorized",
           message: "wake needs a signed request (allow_anonymous_wake is off)"}}, null, now),
         limited: s.wakeAnswer(429, {error: {code: "rate_limited", message: "too many"}}, "20", now),
-        fresh: s.freshness({generated_at: at(14), interval_s: 5}, now).stale,
-        stale: s.freshness({generated_at: at(16), interval_s: 5}, now).stale,
-        events: s.freshness({generated_at: at(86400), interval_s: null}, now).stale,
+        fresh: s.freshness({generated_at: at(14), interval_s: 5, stale_after_s: 15}, now).stale,
+        stale: s.freshness({generated_at: at(16), interval_s: 5, stale_after_s: 15}, now).stale,
+        events: s.freshness({generated_at: at(86400), interval_s: null, stale_after_s: null},
+                            now).stale,
         notObject: s.problem("power", []),
         newer: s.problem("power", {schema: "edgepair.power/2", generated_at: at(1)}),
         other: s.problem("power", {schema: "edgepair.inbox/1", generated_at: at(1)}),

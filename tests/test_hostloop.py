@@ -167,12 +167,12 @@ async def test_dns_failure_is_retried_by_reconcile(tmp_path: Path) -> None:
     await controller.start()
     await controller.handle(sm.ComingOnline())
     doc = controller.document(time.time())
-    assert doc["dns"]["applied"] is False
-    assert "backend down" in doc["dns"]["error"]
+    assert doc.dns["applied"] is False
+    assert "backend down" in doc.dns["error"]
     dns.fail = False
     await controller.reconcile()
     assert dns.address == "127.0.0.3"
-    assert controller.document(time.time())["dns"]["applied"] is True
+    assert controller.document(time.time()).dns["applied"] is True
 
 
 async def test_scheduled_wake_fires_once(tmp_path: Path) -> None:
@@ -299,7 +299,7 @@ async def test_an_alarm_survives_a_restart_until_resolved(tmp_path: Path) -> Non
     assert second.status.state is sm.HostState.UNREACHABLE
     assert second.alarm is not None
     assert (second.alarm.message, second.alarm.since) == (first.alarm.message, 5000.0)
-    assert second.document(6000.0)["alarm"]["message"] == "host stopped answering without notice"
+    assert second.document(6000.0).alarm["message"] == "host stopped answering without notice"
     await second.handle(sm.ComingOnline())
     third = HostController(config, MemoryDns(), send_wol, probe, clock=lambda: 7000.0)
     assert third.alarm is None

@@ -17,10 +17,13 @@ import random
 import signal
 import socket
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
-from handshake.util import atomic
+from handshake import documents
+from handshake.documents import HostDocument
+from handshake.util.timeutil import iso
 from host.inbox.names import TEMP_DIR
 from pi.inbox import upload
 from tests.e2e import spawn
@@ -68,7 +71,8 @@ min_free_bytes = 0
 
     def host_state(self, state: str) -> None:
         """What the api daemon would publish as it sees the host die and come back."""
-        atomic.write_json(self.public / "host.json", {"state": state})
+        documents.publish(self.public / "host.json",
+                          HostDocument(generated_at=iso(time.time()) or "", state=state))
 
     async def start_pi(self) -> None:
         marker = self.public / "inbox.json"

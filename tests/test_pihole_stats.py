@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from handshake import documents
 from handshake.errors import ConfigError
 from handshake.util import atomic
 from pi import api, pihole_stats
@@ -69,10 +71,10 @@ async def test_summary_becomes_pihole_json(fake: FakePihole, url: str,
                                            session: aiohttp.ClientSession) -> None:
     stats = PiholeStats(url, PASSWORD, session)
     now = 1731830400 + 3600.0
-    doc = document(await stats.summary(), None, now, 60.0)
+    doc = json.loads(documents.encode(document(await stats.summary(), None, now, 60.0)))
     assert doc == {
         "schema": "edgepair.pihole/1", "generated_at": "2024-11-17T09:00:00.000Z",
-        "interval_s": 60.0, "ok": True, "error": None,
+        "interval_s": 60.0, "stale_after_s": 180.0, "ok": True, "error": None,
         "queries": {"total": 29476, "blocked": 3081, "percent_blocked": 10.452571868896484},
         "clients": {"active": 9, "total": 14},
         "gravity": {"domains_being_blocked": 157342, "last_update": "2024-11-17T08:00:00.000Z",
@@ -127,7 +129,7 @@ async def test_pihole_without_a_password_needs_no_login(url: str, fake: FakePiho
 
 def test_document_of_an_error_and_the_backoff() -> None:
     doc = document(None, "Pi-hole at http://x unreachable", 0.0, 120.0)
-    assert (doc["ok"], doc["error"], doc["queries"], doc["interval_s"]) == (
+    assert (doc.ok, doc.error, doc.queries, doc.interval_s) == (
         False, "Pi-hole at http://x unreachable", None, 120.0)
     assert [next_delay(60, n) for n in range(6)] == [60, 60, 120, 240, 300, 300]
     assert next_delay(600, 3) == 600  # never faster than the configured interval

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from handshake import documents
 from handshake.util.timeutil import iso
 from pi import pistats
 
@@ -36,10 +37,11 @@ def test_each_daemon_is_judged_by_the_age_of_its_own_file(tmp_path: Path) -> Non
 
 
 def test_collect_is_a_whole_document_without_failing(tmp_path: Path) -> None:
-    doc = pistats.collect(tmp_path, ("api",), 60.0, now=NOW)
+    doc = json.loads(documents.encode(pistats.collect(tmp_path, ("api",), 60.0, now=NOW)))
     assert doc["schema"] == "edgepair.pi/1"
     assert doc["generated_at"] == iso(NOW)
+    assert doc["stale_after_s"] == 180.0
     assert set(doc["daemons"]) == {"api"}
     assert doc["cpus"] == os.cpu_count()
     assert doc["pihole_configured"] is False
-    assert pistats.collect(tmp_path, ("api",), 60.0, now=NOW, pihole=True)["pihole_configured"]
+    assert pistats.collect(tmp_path, ("api",), 60.0, now=NOW, pihole=True).pihole_configured

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from handshake import documents
+from handshake.documents import ControlDocument, PlanSummary, Readback
 from handshake.errors import RequestError
-from handshake.util import atomic
 from handshake.util.timeutil import iso
 from host import config as host_config
 from host.planner import cli
@@ -138,15 +139,16 @@ async def test_the_pis_fresh_soc_is_the_start(tmp_path: Path, pi: tuple[str, Pat
                                               capsys: pytest.CaptureFixture[str]) -> None:
     url, private = pi
     public = private.parent / "public"
-    atomic.write_json(public / "control.json", {"schema": "edgepair.control/1",
-                                                "generated_at": iso(datetime.now(UTC)),
-                                                "readback": {"soc_pct": 73.0}})
+    documents.publish(public / "control.json", ControlDocument(
+        generated_at=iso(datetime.now(UTC)) or "", interval_s=30, mode="following",
+        readback=Readback(soc_pct=73.0)))
     assert await run(host_toml(tmp_path, url), "--dry-run", "--json") == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["optimizer"]["start_soc_pct"], doc["optimizer"]["soc_source"]) == (73.0, "pi")
     assert not (private / PLAN_FILE).exists()  # a dry run pushes nothing
-    atomic.write_json(public / "control.json", {"generated_at": iso(datetime.now(UTC) - timedelta(hours=1)),
-                                                "readback": {"soc_pct": 73.0}})
+    documents.publish(public / "control.json", ControlDocument(
+        generated_at=iso(datetime.now(UTC) - timedelta(hours=1)) or "", interval_s=30,
+        mode="following", readback=Readback(soc_pct=73.0)))
     assert await run(host_toml(tmp_path, url), "--dry-run", "--json") == 0
     assert json.loads(capsys.readouterr().out)["optimizer"]["soc_source"] == "config"  # stale
 
@@ -158,7 +160,9 @@ async def test_a_stale_seq_after_lost_host_state_moves_above_the_pis(
     assert await run(path) == 0
     stored = json.loads((private / PLAN_FILE).read_text())
     (private / PLAN_FILE).write_text(json.dumps({**stored, "seq": 10**12}))
-    atomic.write_json(private.parent / "public" / "control.json", {"plan": {"seq": 10**12}})
+    documents.publish(private.parent / "public" / "control.json", ControlDocument(
+        generated_at=iso(datetime.now(UTC)) or "", interval_s=30, mode="following",
+        plan=PlanSummary(id=stored["id"], seq=10**12)))
     assert await run(path) == 0
     assert json.loads((private / PLAN_FILE).read_text())["seq"] == 10**12 + 1
 

@@ -239,10 +239,10 @@ async def test_an_unreachable_host_is_hung_or_off_by_its_plug_end_to_end(
         assert controller.status.state is sm.HostState.UNREACHABLE
         public = state["config"].public_dir
         await wait_plug(public, "nas", lambda p: p["live_w"] == 36.0)
-        assert controller.document(time.time())["power"]["state"] == "hung"
+        assert controller.document(time.time()).power["state"] == "hung"
         plugs["nas"].power_w = 0.8  # its power supply gave up
         await wait_plug(public, "nas", lambda p: p["live_w"] == 0.8)
-        power = controller.document(time.time())["power"]
+        power = controller.document(time.time()).power
         assert (power["plug"], power["state"], power["watts"]) == ("nas", "off", 0.8)
         host_json = json.loads((public / "host.json").read_text())
         assert host_json["state"] == "unreachable"

@@ -104,5 +104,5 @@ def test_host_json_carries_the_verdict(config: PiConfig) -> None:
 
     write(config, 40.0)
     controller = HostController(config, MemoryDns(), send_wol, probe, clock=lambda: NOW)
-    assert controller.document(NOW)["power"] == {
+    assert controller.document(NOW).power == {
         "plug": "nas", "state": "drawing", "watts": 40.0, "at": iso(NOW - 2), "stale": False}

@@ -104,9 +104,6 @@ export function plural(n, one, many = `${one}s`) {
 
 // -- decisions ----------------------------------------------------------------------
 
-/** Data older than this many refresh intervals is stale, never shown as live. */
-export const STALE_FACTOR = 3;
-
 /** Why a file that is not there is not there, per card. */
 const DAEMON_OF = { power: "power", inbox: "inbox", control: "control" };
 
@@ -127,19 +124,25 @@ export function problem(name, doc) {
   if (interval !== null && interval !== undefined && !(typeof interval === "number" && interval > 0)) {
     return "interval_s is not a positive number";
   }
+  const limit = doc.stale_after_s;
+  if (limit !== null && limit !== undefined && !(typeof limit === "number" && limit > 0)) {
+    return "stale_after_s is not a positive number";
+  }
   return null;
 }
 
 /**
- * How old a document is against the clock `nowMs`: age_s, interval_s and stale (age beyond
- * STALE_FACTOR × interval_s). A file without interval_s (written on events) is never stale.
+ * How old a document is against the clock `nowMs`: age_s, interval_s, stale_after_s and stale
+ * (age beyond the stale_after_s its writer put in it: handshake/documents.py has the rule).
+ * A file without stale_after_s (written on events) is never stale.
  */
 export function freshness(doc, nowMs) {
   const generated = parseTime(doc?.generated_at);
   const interval = typeof doc?.interval_s === "number" && doc.interval_s > 0 ? doc.interval_s : null;
-  if (generated === null) return { ageS: null, intervalS: interval, stale: true };
+  const limit = typeof doc?.stale_after_s === "number" && doc.stale_after_s > 0 ? doc.stale_after_s : null;
+  if (generated === null) return { ageS: null, intervalS: interval, staleAfterS: limit, stale: true };
   const ageS = Math.max(0, (nowMs - generated) / 1000);
-  return { ageS, intervalS: interval, stale: interval !== null && ageS > STALE_FACTOR * interval };
+  return { ageS, intervalS: interval, staleAfterS: limit, stale: limit !== null && ageS > limit };
 }
 
 /** What to say about a file that answered 404: not configured, or not written yet. */

@@ -5,7 +5,7 @@ import {
   renderReceived, renderSent, renderSnapshot,
 } from "./cards.js";
 import {
-  STALE_FACTOR, absentWords, ago, duration, freshness, pollDelayS, wakeAnswer, wakeView,
+  absentWords, ago, duration, freshness, pollDelayS, wakeAnswer, wakeView,
 } from "./core.js";
 import { FETCH_TIMEOUT_MS, Source } from "./source.js";
 
@@ -178,7 +178,7 @@ function viewOf(name, source) {
     return {
       status: "stale", doc, fresh,
       banner: `Stale: ${WRITERS[name] ?? "its writer"} refreshes this every ${duration(fresh.intervalS)}, `
-        + `but the last update is older than ${duration(STALE_FACTOR * fresh.intervalS)}. These are not live values.`,
+        + `but the last update is older than ${duration(fresh.staleAfterS)}. These are not live values.`,
     };
   }
   return { status: "ok", doc, fresh };

@@ -2,11 +2,10 @@
 
 Per file, the PUT path costs an HTTP exchange, a worker-thread call and two fsyncs; for
 10,000 photos' thumbnails that is most of the time. A batch carries up to
-MAX_BATCH_FILES files in one body, each framed as one line of JSON
-``{"path": "<percent-encoded relative path>", "bytes": N, "sha256": "<hex>"}`` and then
-exactly N bytes. The body is small ([host] max_body_bytes), so the ordinary signature
-covers all of it; each file is also checked against its own SHA-256. Every file gets the
-outcome its own PUT would have had (201 stored, 200 already here, 4xx, 507), in order.
+MAX_BATCH_FILES files in one body, framed as ``handshake.inboxwire`` says. The body is
+small ([host] max_body_bytes), so the ordinary signature covers all of it; each file is
+also checked against its own SHA-256. Every file gets the outcome its own PUT would have
+had (201 stored, 200 already here, 4xx, 507), in order.
 The files are written to temp files, fsynced together, linked into place, their folders
 fsynced once each and all receipts committed in one transaction before the answer.
 """
@@ -22,18 +21,15 @@ from typing import Any
 
 from aiohttp import web
 
-from handshake.errors import ValidationError
+from handshake import inboxwire
 from handshake.http import read_body, signed
-from handshake.messages import loads
 from host.inbox import names, store
 from host.inbox.config import HostInboxConfig
 from host.inbox.ledger import Ledger, Receipt
 from host.inbox.state import RECEIVER_KEY, unavailable
 
-# Enough files to share one round of fsyncs; few enough that one answer stays small.
-MAX_BATCH_FILES = 256
-CONTENT_TYPE = "application/x-edgepair-inbox-batch"
-_HEX = frozenset("0123456789abcdef")
+MAX_BATCH_FILES = inboxwire.MAX_BATCH_FILES
+CONTENT_TYPE = inboxwire.CONTENT_TYPE
 
 
 @dataclass(slots=True)
@@ -58,30 +54,7 @@ class Item:
 
 def parse(body: bytes) -> list[Item]:
     """Split a batch body into items; ValidationError (400) when the framing is broken."""
-    items: list[Item] = []
-    pos = 0
-    while pos < len(body):
-        end = body.find(b"\n", pos)
-        if end < 0:
-            raise ValidationError(f"file {len(items) + 1}: header line without a newline")
-        try:
-            header = loads(body[pos:end])
-        except ValidationError as exc:
-            raise ValidationError(f"file {len(items) + 1}: header is not JSON: {exc}") from None
-        if not (isinstance(header, dict) and isinstance(header.get("path"), str)
-                and isinstance(header.get("bytes"), int) and header["bytes"] >= 0
-                and isinstance(header.get("sha256"), str) and len(header["sha256"]) == 64
-                and _HEX.issuperset(header["sha256"])):
-            raise ValidationError(f"file {len(items) + 1}: expected a header "
-                                  '{"path": str, "bytes": int ≥ 0, "sha256": 64 hex digits}')
-        start, pos = end + 1, end + 1 + header["bytes"]
-        if pos > len(body):
-            raise ValidationError(f"file {len(items) + 1}: body ends before its "
-                                  f"{header['bytes']} bytes")
-        items.append(Item(header["path"], header["sha256"], body[start:pos]))
-        if len(items) > MAX_BATCH_FILES:
-            raise ValidationError(f"more than {MAX_BATCH_FILES} files in one batch")
-    return items
+    return [Item(f.path, f.sha256, f.data) for f in inboxwire.decode_batch(body)]
 
 
 @signed

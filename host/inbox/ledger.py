@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from handshake.documents import InboxReceivedDocument, schema_of
 from handshake.util.timeutil import iso
 
-RECEIVED_SCHEMA = "edgepair.inbox-received/1"
+RECEIVED_SCHEMA = schema_of(InboxReceivedDocument)
 # inbox-received.json lists this many of the newest files.
 RECENT_FILES = 50
 
@@ -95,7 +96,7 @@ class Ledger:
             self._db.execute("COMMIT")
         return [self.lookup(r.path, r.sha256) or r for r in receipts]
 
-    def document(self, now: float) -> dict[str, Any]:
+    def document(self, now: float) -> InboxReceivedDocument:
         """inbox-received.json: totals and the newest files."""
         with self._lock:
             total_files, total_bytes = self._db.execute(
@@ -103,9 +104,9 @@ class Ledger:
             rows = self._db.execute(
                 "SELECT path, sha256, bytes, stored_as, received_at FROM receipts "
                 "ORDER BY received_at DESC LIMIT ?", (RECENT_FILES,)).fetchall()
-        return {"schema": RECEIVED_SCHEMA, "generated_at": iso(now), "interval_s": None,
-                "total_files": total_files, "total_bytes": total_bytes,
-                "files": [Receipt(*row).to_json() for row in rows]}
+        return InboxReceivedDocument(generated_at=iso(now) or "", total_files=total_files,
+                                     total_bytes=total_bytes,
+                                     files=[Receipt(*row).to_json() for row in rows])
 
     def close(self) -> None:
         with self._lock:

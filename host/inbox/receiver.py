@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from handshake import inboxwire
 from handshake.http import CONTENT_SHA256, json_error, verify_headers_only
 from host import agent
 from host.config import HostConfig
@@ -38,7 +39,7 @@ ROUTE = f"{agent.PREFIX}/inbox/{{path:[\\s\\S]*}}"
 DOC_PATH = f"{agent.PREFIX}/inbox/{{path}}"
 _RAW_PREFIX = f"{agent.PREFIX}/inbox/"
 # Bodies up to this size are read at once and stored in one worker-thread call.
-SMALL_FILE_BYTES = 256 * 1024
+SMALL_FILE_BYTES = inboxwire.SMALL_FILE_BYTES
 # Large bodies are written in batches this big: few thread hops, little memory.
 CHUNK_BYTES = 1024 * 1024
 # Batches written or hashed behind the network at most: a few MiB of memory per upload.

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from handshake import documents
 from handshake.http import json_error
-from handshake.util import atomic
 from handshake.util.quietlog import QuietLogger
 from host.inbox import store
 from host.inbox.config import HostInboxConfig
@@ -108,7 +108,7 @@ class Receiver:
         ledger = self.ledger
 
         def write() -> None:
-            atomic.write_json(self.public_path, ledger.document(time.time()))
+            documents.publish(self.public_path, ledger.document(time.time()))
 
         try:
             await self.run(write)

@@ -15,8 +15,11 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
+from handshake import documents
 from handshake.client import HandshakeClient
+from handshake.documents import ControlDocument, DocumentError
 from handshake.errors import ConfigError, EdgepairError, PeerUnavailable, RequestError
+from handshake.plan import SLOT_S, UNBOUNDED, PlanDocument, PlanSlot, validate
 from handshake.util import atomic
 from handshake.util.cliexit import EXIT_OK, report
 from handshake.util.timeutil import iso, parse_iso, utcnow
@@ -27,8 +30,6 @@ from host.planner.inputs import DailyProfile, InputError, Series
 
 log = logging.getLogger(__name__)
 
-SLOT_S = 900
-SCHEMA = "edgepair.plan/1"
 STATE_FILE = "planner.json"
 # The Pi's read-back is trusted as the start SoC only while it is this fresh.
 SOC_MAX_AGE_S = 600.0
@@ -181,20 +182,17 @@ def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq
         modes = [("normal", None, None)] * len(modes)
         expected, end_soc, status = baseline, baseline_end, "fallback"
     until = data.start + timedelta(seconds=len(modes) * SLOT_S)
-    slots = []
-    for t, (mode, power, target) in enumerate(modes):
-        slot: dict[str, Any] = {"start": iso(data.start + timedelta(seconds=t * SLOT_S)),
-                                "battery_mode": mode, "power_w": power, "soc_target": target}
-        if data.loads:
-            slot["loads"] = {name: on[t] for name, on in data.loads.items()}
-        slots.append(slot)
-    return {
-        "schema": SCHEMA, "id": f"{data.start:%Y%m%dT%H%MZ}-{seq}", "seq": seq,
-        "generated_at": iso(now), "valid_from": iso(data.start), "valid_until": iso(until),
-        "slot_s": SLOT_S,
-        "limits": {"max_charge_w": b.max_charge_w, "max_discharge_w": b.max_discharge_w,
-                   "soc_min_pct": b.soc_min_pct, "soc_max_pct": b.soc_max_pct},
-        "optimizer": {
+    slots = [PlanSlot(start=_iso(data.start + timedelta(seconds=t * SLOT_S)),
+                      battery_mode=mode, power_w=power, soc_target=target,
+                      loads={name: on[t] for name, on in data.loads.items()})
+             for t, (mode, power, target) in enumerate(modes)]
+    document = PlanDocument(
+        id=f"{data.start:%Y%m%dT%H%MZ}-{seq}", seq=seq,
+        generated_at=_iso(now), valid_from=_iso(data.start), valid_until=_iso(until),
+        slot_s=SLOT_S,
+        limits={"max_charge_w": b.max_charge_w, "max_discharge_w": b.max_discharge_w,
+                "soc_min_pct": b.soc_min_pct, "soc_max_pct": b.soc_max_pct},
+        optimizer={
             "status": status, "solver": "dp", "soc_step_pct": planner.soc_step_pct,
             "solve_ms": round(solve_ms, 1), "start_soc_pct": round(soc, 1), "soc_source": soc_source,
             "expected_cost_eur": round(expected, 4), "end_soc_pct": round(end_soc, 1),
@@ -203,8 +201,9 @@ def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq
             "savings_eur": round(baseline - expected + worth * (end_soc - baseline_end), 4),
             "optimum_eur": round(solution.cost, 4),
         },
-        "slots": slots,
-    }
+        slots=slots).to_json()
+    validate(document, UNBOUNDED, None)  # the contract's shape: a bug here, not a 400 from the Pi
+    return document
 
 
 def demo_plan(now: datetime, soc_pct: float = 50.0, seq: int = 1,
@@ -253,14 +252,14 @@ async def pi_soc(pi_url: str, now: datetime) -> float | None:
     """The battery's SoC from the Pi's control.json, when it is fresh."""
     try:
         async with HandshakeClient(pi_url, None, timeout_s=5) as client:
-            doc = await client.request("GET", "/data/control.json", signed=False)
-        readback = doc.get("readback") or {}
-        soc = readback.get("soc_pct")
-        age = (now - parse_iso(doc["generated_at"])).total_seconds()
-    except (PeerUnavailable, RequestError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            doc = documents.convert(await client.request("GET", "/data/control.json",
+                                                         signed=False), ControlDocument)
+    except (PeerUnavailable, RequestError, DocumentError) as exc:
         log.warning("no SoC from the Pi (%s): using initial_soc_pct", exc)
         return None
-    if not isinstance(soc, int | float) or age > SOC_MAX_AGE_S:
+    soc = doc.readback.soc_pct if doc.readback is not None else None
+    age = now.timestamp() - doc.generated
+    if soc is None or age > SOC_MAX_AGE_S:
         log.warning("the Pi's SoC read-back is missing or %0.f s old: using initial_soc_pct", age)
         return None
     return float(soc)
@@ -279,7 +278,11 @@ async def push(config: host_config.HostConfig, planner: PlannerConfig,
             if exc.code != "stale_seq":
                 raise
             status = await client.request("GET", "/data/control.json", signed=False)
-            pi_seq = int(((status or {}).get("plan") or {}).get("seq", document["seq"]))
+            try:
+                plan = documents.convert(status, ControlDocument).plan
+            except DocumentError:
+                plan = None
+            pi_seq = document["seq"] if plan is None else plan.seq
             document["seq"] = max(document["seq"], pi_seq) + 1
             document["id"] = f"{document['id'].rsplit('-', 1)[0]}-{document['seq']}"
             retried: dict[str, Any] = await client.request_with_retry(
@@ -294,6 +297,10 @@ def next_seq(path: Path, now: datetime) -> int:
     except (OSError, ValueError, TypeError, AttributeError):
         last = 0
     return max(last + 1, int(now.timestamp()))
+
+
+def _iso(at: datetime) -> str:
+    return iso(at) or ""
 
 
 async def _none() -> None:

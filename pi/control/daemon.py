@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from handshake import documents
+from handshake.documents import ControlDocument
 from handshake.errors import ConfigError, ValidationError
 from handshake.util import atomic
 from handshake.util.timeutil import utcnow
@@ -31,7 +33,7 @@ BASELINE_FILE = "control-baseline.json"
 BASELINE_SCHEMA = "edgepair.control-baseline/1"
 WRITES_FILE = "control-writes.json"
 # control.json is rewritten at once when something that matters changes, else this often
-# (the dashboard calls it stale past three times this).
+# (stale past documents.stale_after of this: the dashboard and pi.json say so).
 PUBLISH_INTERVAL_S = 30.0
 # On stop the safe state gets this long (systemd's TimeoutStopSec=30 leaves the rest).
 STOP_DEADLINE_S = 15.0
@@ -157,8 +159,8 @@ class Publisher:
         if not force and key == self.last_key and loop.time() - self.last_at < PUBLISH_INTERVAL_S:
             return
         self.last_key, self.last_at = key, loop.time()
-        data = json.dumps(doc, indent=1).encode() + b"\n"
-        await asyncio.to_thread(atomic.write_bytes, self.path, data)
+        await asyncio.to_thread(documents.publish, self.path,
+                                documents.convert(doc, ControlDocument))
 
 
 def _watch(directory: Path, loop: asyncio.AbstractEventLoop, notify: Callable[[], None]) -> Any:

@@ -1,4 +1,4 @@
-"""Small files many to a request: ``POST /api/v1/inbox`` (framing: ``host.inbox.batch``).
+"""Small files many to a request: ``POST /api/v1/inbox`` (framing: ``handshake.inboxwire``).
 
 One request, one worker-thread call to read them and one to delete what the host
 confirmed, instead of one of each per file: for thousands of small files the per-file
@@ -8,25 +8,24 @@ host answers per file, and the Pi deletes exactly the files confirmed with their
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from handshake import inboxwire
 from handshake.client import HandshakeClient
 from handshake.errors import RequestError
 from pi.inbox import upload
 from pi.inbox.outcome import FileChanged, Outcome, Result, classify
 from pi.inbox.tracker import Identity
 
-# Files per request (the host takes up to 256): one flush of its disk for all of them.
+# Files per request (the host takes up to inboxwire.MAX_BATCH_FILES): one flush of its disk for all of them.
 BATCH_FILES = 128
 # Below the host's default body limit ([host] max_body_bytes = 4 MiB) with room to spare.
 BATCH_BYTES = 2 * 1024 * 1024
-PATH = "/api/v1/inbox"
-CONTENT_TYPE = "application/x-edgepair-inbox-batch"
+PATH = inboxwire.BATCH_PATH
+CONTENT_TYPE = inboxwire.CONTENT_TYPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +46,7 @@ def read(root: Path, files: list[tuple[str, bool]]) -> list[Read | Exception]:
             fd, identity, small = upload.open_file(root / rel, True, need_proof)
             os.close(fd)
             if small is None:
-                raise FileChanged(f"{rel}: grew past {upload.SMALL_FILE_BYTES} bytes")
+                raise FileChanged(f"{rel}: grew past {inboxwire.SMALL_FILE_BYTES} bytes")
             out.append(Read(rel, identity, *small))
         except (FileChanged, OSError) as exc:
             out.append(exc)
@@ -56,12 +55,7 @@ def read(root: Path, files: list[tuple[str, bool]]) -> list[Read | Exception]:
 
 def body(reads: list[Read]) -> bytes:
     """Per file one JSON line (path percent-encoded, bytes, sha256), then its bytes."""
-    pieces = []
-    for r in reads:
-        header = {"path": quote(os.fsencode(r.rel), safe="/"), "bytes": len(r.data),
-                  "sha256": r.sha256}
-        pieces += [json.dumps(header).encode(), b"\n", r.data]
-    return b"".join(pieces)
+    return inboxwire.encode_batch((r.rel, r.data, r.sha256) for r in reads)
 
 
 async def send(client: HandshakeClient, reads: list[Read]) -> list[dict[str, Any]]:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import aiohttp
 
+from handshake import documents, inboxwire
 from handshake.client import HandshakeClient
+from handshake.documents import HostDocument, InboxDocument
 from handshake.errors import ConfigError, PeerUnavailable, RequestError
-from handshake.util import atomic
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
 from pi.config import PiConfig
@@ -64,7 +65,7 @@ class Inbox:
         self.config, self.inbox, self.key = config, inbox, key
         self.root = inbox.dir
         self.clock, self.wall = clock, wall
-        self.tracker = Tracker(inbox.settle_s, small_bytes=upload.SMALL_FILE_BYTES)
+        self.tracker = Tracker(inbox.settle_s, small_bytes=inboxwire.SMALL_FILE_BYTES)
         self.report = status.Report()
         self.sender = Sender(self.root, self.tracker, self.report, inbox.parallel,
                              inbox.parallel_small, on_done=self._poke, on_deleted=self._emptied,
@@ -184,12 +185,9 @@ class Inbox:
         self.dirty = True
 
     async def _read_host(self) -> None:
-        try:
-            doc = await asyncio.to_thread(atomic.read_json, self.config.public_dir / HOST_JSON)
-        except (OSError, ValueError):
-            doc = None
-        state = doc.get("state") if isinstance(doc, dict) else None
-        state = state if isinstance(state, str) else None
+        host = await asyncio.to_thread(documents.read_or_none,
+                                       self.config.public_dir / HOST_JSON, HostDocument)
+        state = None if host is None else host.state
         if state != self.report.host_state:
             log.info("host is %s", state or "unknown (no host.json yet)")
             self.report.host_state = state
@@ -212,11 +210,12 @@ class Inbox:
     async def _publish(self) -> None:
         now, wall = self.clock(), self.wall()
         pending, to_hash = status.pending(self.tracker, now, self.sender.known,
-                                          upload.SMALL_FILE_BYTES)
+                                          inboxwire.SMALL_FILE_BYTES)
         self.report.in_flight = [p for _, p in self.sender.tasks.values()]
         document = status.document(self.inbox, pending, self.report, wall)
         try:
-            await asyncio.to_thread(atomic.write_json, self.config.public_dir / "inbox.json",
+            await asyncio.to_thread(documents.publish,
+                                    self.config.public_dir / documents.FILES[InboxDocument],
                                     document)
             self.quiet.success("publish", "inbox.json written again")
         except OSError as exc:

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from handshake.documents import InboxDocument, InboxPending, schema_of
 from handshake.util.timeutil import iso
 from pi.inbox.config import InboxConfig
 from pi.inbox.tracker import Identity, Tracker
 from pi.inbox.upload import Progress
 
-INBOX_SCHEMA = "edgepair.inbox/1"
+INBOX_SCHEMA = schema_of(InboxDocument)
 # Host states in which the host sleeps (or is down) and a wake may help.
 ASLEEP = ("offline", "unreachable")
 # One magic packet per this long at most: the api daemon already watches the boot
@@ -99,21 +100,20 @@ def flush_json(flush: Flush, now: float, now_mono: float) -> dict[str, Any]:
             "duration_s": round(now_mono - flush.started_mono, 3)}
 
 
-def document(config: InboxConfig, pending: Pending, report: Report, now: float) -> dict[str, Any]:
+def document(config: InboxConfig, pending: Pending, report: Report, now: float) -> InboxDocument:
     """inbox.json."""
-    return {
-        "schema": INBOX_SCHEMA,
-        "generated_at": iso(now),
-        "interval_s": config.publish_interval_s,
-        "pending": {"files": pending.files, "bytes": pending.bytes,
-                    "oldest": iso(pending.oldest_mtime),
-                    "ready_files": pending.ready_files, "ready_bytes": pending.ready_bytes,
-                    "hashed_files": pending.hashed_files},
-        "in_flight": [p.to_json() for p in report.in_flight],
-        "last_flush": report.last_flush,
-        "last_error": report.last_error,
-        "rejected": [{"path": path, **info} for path, info in sorted(report.rejected.items())],
-        "host_state": report.host_state,
-        "wake": {"enabled": config.wake_enabled,
-                 "last_requested_at": iso(report.wake_requested_at)},
-    }
+    return InboxDocument(
+        generated_at=iso(now) or "",
+        interval_s=config.publish_interval_s,
+        pending=InboxPending(files=pending.files, bytes=pending.bytes,
+                             oldest=iso(pending.oldest_mtime),
+                             ready_files=pending.ready_files, ready_bytes=pending.ready_bytes,
+                             hashed_files=pending.hashed_files),
+        in_flight=[p.to_json() for p in report.in_flight],
+        last_flush=report.last_flush,
+        last_error=report.last_error,
+        rejected=[{"path": path, **info} for path, info in sorted(report.rejected.items())],
+        host_state=report.host_state,
+        wake={"enabled": config.wake_enabled,
+              "last_requested_at": iso(report.wake_requested_at)},
+    )

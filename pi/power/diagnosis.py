@@ -6,19 +6,16 @@ again only when the file changed) and never imports python-kasa.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from handshake.util.timeutil import parse_iso
+from handshake import documents
+from handshake.documents import PowerDocument
 from pi.config import PiConfig
 from pi.power.config import PowerConfig
 
-# The dashboard's rule: a public file is stale past 3 × its interval_s.
-STALE_FACTOR = 3.0
-
-_cache: dict[Path, tuple[tuple[int, int], Any]] = {}
+_cache: dict[Path, tuple[tuple[int, int], PowerDocument | None]] = {}
 
 
 def host_power(config: PiConfig, state: str, now: float) -> dict[str, Any] | None:
@@ -29,22 +26,15 @@ def host_power(config: PiConfig, state: str, now: float) -> dict[str, Any] | Non
     plug = power.host_plug()
     if plug is None:
         return None
-    document = _read(config.public_dir / "power.json")
-    entry = None
-    fresh = False
-    if isinstance(document, dict):
-        entry = next((p for p in document.get("plugs") or [] if isinstance(p, dict)
-                      and p.get("name") == plug.name), None)
-        fresh = _fresh(document, now)
-    watts = entry.get("live_w") if entry is not None and fresh else None
-    if not isinstance(watts, int | float) or isinstance(watts, bool):
-        watts = None
+    document = _read(config.public_dir / documents.FILES[PowerDocument])
+    entry = None if document is None else document.plug(plug.name)
+    fresh = document is not None and not document.stale(now)
+    watts = entry.live_w if entry is not None and fresh else None
     return {
         "plug": plug.name,
-        "state": verdict(None if watts is None else float(watts), state,
-                         hung_min_w=power.hung_min_w, off_max_w=power.off_max_w),
-        "watts": None if watts is None else float(watts),
-        "at": entry.get("last_seen") if entry is not None else None,
+        "state": verdict(watts, state, hung_min_w=power.hung_min_w, off_max_w=power.off_max_w),
+        "watts": watts,
+        "at": entry.last_seen if entry is not None else None,
         "stale": watts is None,
     }
 
@@ -63,16 +53,7 @@ def verdict(watts: float | None, host_state: str, *, hung_min_w: float, off_max_
     return "hung" if watts >= hung_min_w else "unknown"
 
 
-def _fresh(document: dict[str, Any], now: float) -> bool:
-    try:
-        generated = parse_iso(str(document["generated_at"])).timestamp()
-        interval = float(document["interval_s"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    return now - generated <= STALE_FACTOR * interval
-
-
-def _read(path: Path) -> Any:
+def _read(path: Path) -> PowerDocument | None:
     """power.json, parsed again only when its size or mtime changed; None when unreadable."""
     try:
         st = os.stat(path)
@@ -83,9 +64,6 @@ def _read(path: Path) -> Any:
     cached = _cache.get(path)
     if cached is not None and cached[0] == key:
         return cached[1]
-    try:
-        document = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
+    document = documents.read_or_none(path, PowerDocument)
     _cache[path] = (key, document)
     return document

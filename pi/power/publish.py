@@ -6,13 +6,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
+from handshake.documents import PowerDocument, PowerPlug, schema_of
 from handshake.util.timeutil import iso
 from pi.power.health import PlugStatus
 from pi.power.history import MWMS_PER_WH, Calendar, DayRow, Sample
 
-SCHEMA = "edgepair.power/1"
+SCHEMA = schema_of(PowerDocument)
 SERIES_MINUTES = 1440
 DAILY_DAYS = 30
 
@@ -38,40 +38,41 @@ class Window:
 
 def document(now: float, interval_s: float, calendar: Calendar, plugs: Sequence[PlugStatus],
              minutes: dict[str, list[tuple[int, int, int]]], days: Sequence[DayRow],
-             pending: Sequence[Sample]) -> dict[str, Any]:
+             pending: Sequence[Sample]) -> PowerDocument:
     """The whole power.json: committed rows merged with the samples still pending.
 
     ``minutes`` holds ``(minute, e, dt)`` rows per plug (``History.minute_energy``).
     """
     window = Window.at(now, calendar)
-    return {"schema": SCHEMA, "generated_at": iso(now), "interval_s": interval_s,
-            "plugs": [plug_document(p, now, window, calendar, minutes.get(p.config.name, []),
-                                    [d for d in days if d.plug == p.config.name],
-                                    [s for s in pending if s.plug == p.config.name])
-                      for p in plugs]}
+    return PowerDocument(
+        generated_at=iso(now) or "", interval_s=interval_s,
+        plugs=[plug_document(p, now, window, calendar, minutes.get(p.config.name, []),
+                             [d for d in days if d.plug == p.config.name],
+                             [s for s in pending if s.plug == p.config.name])
+               for p in plugs])
 
 
 def plug_document(status: PlugStatus, now: float, window: Window, calendar: Calendar,
                   minutes: Sequence[tuple[int, int, int]], days: Sequence[DayRow],
-                  pending: Sequence[Sample]) -> dict[str, Any]:
+                  pending: Sequence[Sample]) -> PowerPlug:
     day_e, counter = _day_energy(days, pending, calendar)
     today_kwh, month_kwh, source = _totals(status, window, calendar, day_e)
     reading = status.reading
-    return {
-        "name": status.config.name,
-        "role": status.config.role,
-        "health": status.health(now),
-        "last_seen": iso(reading.at) if reading is not None else None,
-        "live_w": status.live_w(now),
-        "today_kwh": today_kwh,
-        "month_kwh": month_kwh,
-        "energy_source": source,
-        "series_24h": {"start": iso(window.first_minute * 60), "step_s": 60,
-                       "w": _series(window, minutes, pending)},
-        "daily_kwh": [{"date": d, "kwh": _day_kwh(d, day_e, counter)} for d in window.days],
-        "error": status.error,
-        "interval_s": status.config.interval_s,
-    }
+    return PowerPlug(
+        name=status.config.name,
+        role=status.config.role,
+        health=status.health(now),
+        last_seen=iso(reading.at) if reading is not None else None,
+        live_w=status.live_w(now),
+        today_kwh=today_kwh,
+        month_kwh=month_kwh,
+        energy_source=source,
+        series_24h={"start": iso(window.first_minute * 60), "step_s": 60,
+                    "w": _series(window, minutes, pending)},
+        daily_kwh=[{"date": d, "kwh": _day_kwh(d, day_e, counter)} for d in window.days],
+        error=status.error,
+        interval_s=status.config.interval_s,
+    )
 
 
 def _series(window: Window, minutes: Sequence[tuple[int, int, int]],

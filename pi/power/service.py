@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import sqlite3
 import time
@@ -19,8 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from handshake import documents
+from handshake.documents import PowerDocument
 from handshake.errors import FatalError
-from handshake.util import atomic
 from handshake.util.quietlog import QuietLogger
 from pi.config import PiConfig
 from pi.power import publish
@@ -198,12 +198,10 @@ class PowerService:
 
     def _publish(self, snapshot: tuple[float, list[PlugStatus], list[Sample]]) -> None:
         now, statuses, pending = snapshot
-        document = self.document(now, statuses, pending)
-        data = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
-        atomic.write_bytes(self.path, data + b"\n")
+        documents.publish(self.path, self.document(now, statuses, pending), compact=True)
 
     def document(self, now: float, statuses: list[PlugStatus],
-                 pending: list[Sample]) -> dict[str, Any]:
+                 pending: list[Sample]) -> PowerDocument:
         window = publish.Window.at(now, self.history.calendar)
         minutes = self.history.minute_energy(window.first_minute, window.last_minute)
         days = self.history.days(date.fromisoformat(window.first_day),

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from handshake.util import atomic
+from handshake import documents
+from handshake.documents import HostDocument
 from handshake.util.schema import HostPort
+from handshake.util.timeutil import iso
 from host.config import HostAgentSection, HostConfig, PiLink
 from host.inbox.config import HostInboxConfig
 from pi import config as pi_config
@@ -52,7 +54,8 @@ publish_interval_s = 1
 
 def set_host_state(config: PiConfig, state: str) -> None:
     """What the api daemon would publish: only ``state`` matters to the inbox."""
-    atomic.write_json(config.public_dir / "host.json", {"state": state})
+    documents.publish(config.public_dir / "host.json",
+                      HostDocument(generated_at=iso(time.time()) or "", state=state))
 
 
 def inbox_json(config: PiConfig) -> dict[str, Any]:
