@@ -7,6 +7,7 @@ file outside the inbox, or stop the inbox.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from host import agent
-from pi.inbox import daemon, sender
+from pi.inbox import daemon, sender, upload
 from tests.fakes.inbox_site import (
     host_config,
     inbox_json,
@@ -165,3 +166,31 @@ async def test_a_hard_link_removed_later_lets_the_file_go(tmp_path: Path, host_u
         await until(lambda: inbox_json(config)["rejected"] == [])
     assert tree(inbox) == {}
 
+
+async def test_a_name_that_is_not_utf8_stays_listed_and_the_rest_goes(
+        tmp_path: Path, host_url: str) -> None:
+    config = pi_config_with_inbox(tmp_path, host_url)
+    inbox = tmp_path / "pi-inbox"
+    (inbox / "sub").mkdir(parents=True)
+    bad = os.path.join(os.fsencode(inbox), b"caf\xe9.txt")
+    bad_big = os.path.join(os.fsencode(inbox), b"sub", b"\xff\xfe.bin")
+    with open(bad, "wb") as f:
+        f.write(b"latin-1 name")
+    with open(bad_big, "wb") as f:
+        f.write(os.urandom(upload.SMALL_FILE_BYTES + 1))
+    files = {"a.txt": b"alpha", "sub/b.txt": b"beta"}
+    for rel, data in files.items():
+        (inbox / rel).write_bytes(data)
+    set_host_state(config, "online")
+    async with running_inbox(config) as task:
+        await until(lambda: host_files(tmp_path) == files, what="the others delivered")
+        await until(lambda: len(inbox_json(config)["rejected"]) == 2, what="both listed")
+        (inbox / "later.txt").write_bytes(b"still running")
+        await until(lambda: "later.txt" in host_files(tmp_path), what="the inbox goes on")
+        assert not task.done()
+        raw = (config.public_dir / "inbox.json").read_bytes()
+    doc = json.loads(raw.decode("utf-8"))  # strict: valid UTF-8
+    assert [r["path"] for r in doc["rejected"]] == ["caf\\xe9.txt", "sub/\\xff\\xfe.bin"]
+    assert all(r["code"] == "bad_encoding" for r in doc["rejected"])
+    assert os.path.exists(bad), "left in place"
+    assert os.path.exists(bad_big), "left in place"

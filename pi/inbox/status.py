@@ -100,8 +100,8 @@ def flush_json(flush: Flush, now: float, now_mono: float) -> dict[str, Any]:
 
 
 def document(config: InboxConfig, pending: Pending, report: Report, now: float) -> dict[str, Any]:
-    """inbox.json."""
-    return {
+    """inbox.json (every text valid UTF-8: see ``shown``)."""
+    doc: dict[str, Any] = _shown({
         "schema": INBOX_SCHEMA,
         "generated_at": iso(now),
         "interval_s": config.publish_interval_s,
@@ -116,4 +116,26 @@ def document(config: InboxConfig, pending: Pending, report: Report, now: float) 
         "host_state": report.host_state,
         "wake": {"enabled": config.wake_enabled,
                  "last_requested_at": iso(report.wake_requested_at)},
-    }
+    })
+    return doc
+
+
+def shown(text: str) -> str:
+    """``text`` as valid UTF-8: a name's bytes that are not UTF-8 (decoded by Python as
+    lone surrogates) become backslash escapes, ``caf\\xe9.txt``; valid text is kept."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no file name can hold
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _shown(value: Any) -> Any:
+    """Every string in a JSON document (keys too) through ``shown``."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {shown(k) if isinstance(k, str) else k: _shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value
