@@ -339,7 +339,7 @@ def test_a_writer_holding_the_file_open_is_detected_by_a_lease(tmp_path: Path) -
         with path.open("rb"):
             assert upload.writer_present(fd) is False, "readers don't count"
         with path.open("ab"), pytest.raises(upload.StillOpen):
-            upload.open_file(path)
+            upload.open_file(tmp_path, "open.bin")
     finally:
         os.close(fd)
 
@@ -353,8 +353,9 @@ async def test_a_file_that_changes_while_it_is_sent_stays(
     (root / "shrunk.bin").write_bytes(os.urandom(600_000))
     real_open = upload.open_file
 
-    def edit_after_hashing(path: Path, small: bool = True, need_proof: bool = False) -> Any:
-        opened = real_open(path, small, need_proof)
+    def edit_after_hashing(root: Path, rel: str, *args: Any) -> Any:
+        opened = real_open(root, rel, *args)
+        path = root / rel
         with path.open("r+b") as f:  # same size, other bytes: only the hash can tell
             f.write(b"edited")
         if path.name == "shrunk.bin":
@@ -378,9 +379,9 @@ def test_a_file_changed_after_it_was_sent_is_not_deleted(tmp_path: Path) -> None
     path.write_bytes(b"v1")
     before = Identity.of(path.stat())
     path.write_bytes(b"v2 longer")
-    assert upload.delete_if_unchanged(path, before) is False
+    assert upload.delete_if_unchanged(tmp_path, "f", before) is False
     assert path.exists()
-    assert upload.delete_if_unchanged(path, Identity.of(path.stat())) is True
+    assert upload.delete_if_unchanged(tmp_path, "f", Identity.of(path.stat())) is True
     assert not path.exists()
     assert upload.url_path("a b/é%.txt") == "/api/v1/inbox/a%20b/%C3%A9%25.txt"
     assert upload.url_path(os.fsdecode(b"bad\xff")) == "/api/v1/inbox/bad%FF"
@@ -397,14 +398,14 @@ def test_a_new_version_saved_over_the_name_during_the_delete_is_kept(
     real_rename = os.rename
     raced = []
 
-    def save_first(src: Any, dst: Any) -> None:
+    def save_first(src: Any, dst: Any, **dir_fds: int) -> None:
         if not raced:
             raced.append(1)
             real_rename(tmp_path / "~WRD0001.tmp", path)  # the editor saves right now
-        real_rename(src, dst)
+        real_rename(src, dst, **dir_fds)
 
     monkeypatch.setattr(upload.os, "rename", save_first)
-    assert upload.delete_if_unchanged(path, before) is False
+    assert upload.delete_if_unchanged(tmp_path, "doc.docx", before) is False
     assert path.read_bytes() == b"version 2!"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.docx"]  # nothing left aside
 
@@ -413,7 +414,7 @@ def test_a_name_near_the_length_limit_is_still_deleted(tmp_path: Path) -> None:
     """244 bytes is a legal name, but no room for the aside prefix: removed by name."""
     path = tmp_path / ("é" * 120 + ".pdf")
     path.write_bytes(b"x")
-    assert upload.delete_if_unchanged(path, Identity.of(path.stat())) is True
+    assert upload.delete_if_unchanged(tmp_path, path.name, Identity.of(path.stat())) is True
     assert list(tmp_path.iterdir()) == []
 
 
@@ -425,7 +426,7 @@ def test_same_size_and_mtime_but_rewritten_is_not_the_sent_file(tmp_path: Path) 
     time.sleep(0.01)
     path.write_bytes(b"B" * 100)  # same size, same inode ...
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and the client keeps the mtime
-    assert upload.delete_if_unchanged(path, before) is False  # ctime tells
+    assert upload.delete_if_unchanged(tmp_path, "photo.jpg", before) is False  # ctime tells
     assert path.read_bytes() == b"B" * 100
 
 

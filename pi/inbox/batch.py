@@ -17,7 +17,7 @@ from handshake import inboxwire
 from handshake.client import HandshakeClient
 from handshake.errors import RequestError
 from pi.inbox import upload
-from pi.inbox.outcome import FileChanged, Outcome, Result, classify
+from pi.inbox.outcome import FileChanged, Outcome, Refused, Result, classify
 from pi.inbox.tracker import Identity
 
 # Files per request (the host takes up to inboxwire.MAX_BATCH_FILES): one flush of its disk for all of them.
@@ -43,12 +43,12 @@ def read(root: Path, files: list[tuple[str, bool]]) -> list[Read | Exception]:
     out: list[Read | Exception] = []
     for rel, need_proof in files:
         try:
-            fd, identity, small = upload.open_file(root / rel, True, need_proof)
+            fd, identity, small = upload.open_file(root, rel, True, need_proof)
             os.close(fd)
             if small is None:
                 raise FileChanged(f"{rel}: grew past {inboxwire.SMALL_FILE_BYTES} bytes")
             out.append(Read(rel, identity, *small))
-        except (FileChanged, OSError) as exc:
+        except (FileChanged, Refused, OSError) as exc:
             out.append(exc)
     return out
 
@@ -77,5 +77,5 @@ def outcome(r: Read, result: dict[str, Any]) -> Outcome:
 
 def delete(root: Path, reads: list[Read]) -> list[bool]:
     """Delete each confirmed file that is still what was sent (blocking); which went."""
-    return [upload.delete_if_unchanged(root / r.rel, r.identity)
+    return [upload.delete_if_unchanged(root, r.rel, r.identity)
             for r in reads]

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,9 @@ from handshake.errors import ConfigError, PeerUnavailable, RequestError
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
 from pi.config import PiConfig
-from pi.inbox import status, upload
+from pi.inbox import safeopen, status, upload
 from pi.inbox.config import InboxConfig
+from pi.inbox.outcome import FileChanged
 from pi.inbox.sender import Sender, parents
 from pi.inbox.tracker import Tracker
 from pi.inbox.watch import HOST_JSON, Change, Watcher, scan
@@ -268,16 +270,20 @@ def _make_dirs(*folders: Path) -> None:
 
 
 def _prune_folders(root: Path, folders: list[str], settle_s: float, now: float) -> list[str]:
-    """Remove emptied folders (deepest first) quiet for ``settle_s``; those to try later."""
+    """Remove emptied folders (deepest first) quiet for ``settle_s``; those to try later.
+
+    Each is reached through real folders only (``safeopen``), never through a link."""
     later = []
     for folder in folders:
-        path = root / folder
         try:
-            if now - path.stat().st_mtime < settle_s:
-                later.append(folder)
-                continue
-            path.rmdir()
+            with safeopen.parent(root, folder) as (parent, name):
+                if now - os.stat(name, dir_fd=parent, follow_symlinks=False).st_mtime < settle_s:
+                    later.append(folder)
+                    continue
+                os.rmdir(name, dir_fd=parent)
+        except FileChanged:
+            continue  # a link where a folder was: nothing of ours to remove
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.ENOENT, errno.EEXIST, errno.ENOTDIR):
-                log.debug("cannot remove emptied folder %s: %s", path, exc)
+                log.debug("cannot remove emptied folder %s: %s", root / folder, exc)
     return later

@@ -31,6 +31,14 @@ class StillOpen(FileChanged):
     """Someone still has the file open for writing (a read lease was refused)."""
 
 
+class Refused(Exception):
+    """The Pi itself will not send this file (a hard link): it stays, listed with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class Kind(enum.Enum):
     """What happens to the file (and to the flush)."""
 
@@ -42,7 +50,7 @@ class Kind(enum.Enum):
     BUG = "bug"  # an unexpected error: logged, the file tried again now and then
     TEMPORARY = "temporary"  # the host, or the way to it, failed: back off, try again
     HOST_PROBLEM = "host_problem"  # disk full or our key refused: an admin acts first
-    REJECTED = "rejected"  # the host refuses this one file: it stays on the Pi, listed
+    REJECTED = "rejected"  # the host (or the Pi) refuses this one file: it stays, listed
     NO_BATCHES = "no_batches"  # the host takes no batches: small files go one by one
 
 
@@ -100,6 +108,8 @@ def _raised(result: Result, exc: BaseException) -> Outcome:
         return Outcome(Kind.TEMPORARY, str(exc) or (
             "the host did not answer in time" if result.batch
             else "no progress for too long (the host stalled)"))
+    if isinstance(exc, Refused):
+        return Outcome(Kind.REJECTED, str(exc), code=exc.code)
     if isinstance(exc, StillOpen):
         return Outcome(Kind.STILL_OPEN, str(exc))
     if isinstance(exc, FileChanged):

@@ -78,8 +78,7 @@ class Sender:
                     break
                 if self.flush is None:
                     self.flush = status.Flush(self.wall(), now)
-                progress = [upload.Progress(rel, self.tracker.files[rel].identity.size,
-                                            self.wall()) for rel in rels]
+                progress = [self._progress(rel) for rel in rels]
                 if small and self.batching:
                     task = asyncio.create_task(self._send_batch(progress), name="inbox-batch")
                     self.batches.add(task)
@@ -91,6 +90,11 @@ class Sender:
                     self.tasks[p.path] = (task, p)
             else:
                 self.drained = False  # slots full (or backing off): more may be ready
+
+    def _progress(self, rel: str) -> upload.Progress:
+        """A send of ``rel`` as it settled: only that inode, unchanged, may go."""
+        identity = self.tracker.files[rel].identity
+        return upload.Progress(rel, identity.size, self.wall(), expected=identity)
 
     def in_flight(self, small: bool) -> int:
         """Sends in flight: single files of that size class, and batches (small)."""
@@ -152,7 +156,7 @@ class Sender:
 
     async def _hash(self, rel: str, identity: Identity, cancel: threading.Event) -> None:
         try:
-            digest = await asyncio.to_thread(upload.digest, self.root / rel, identity, cancel)
+            digest = await asyncio.to_thread(upload.digest, self.root, rel, identity, cancel)
             if digest is not None:
                 self.digests[rel] = (identity, digest)
         except (OSError, FileChanged) as exc:
@@ -164,8 +168,10 @@ class Sender:
     async def _send(self, progress: upload.Progress, small: bool) -> None:
         assert self.client is not None
         rel = progress.path
-        entry = self.tracker.files[rel]
+        entry = self.tracker.files.get(rel)
         try:
+            if entry is None:  # its folder went while the send waited to start
+                return
             sent = await upload.send(self.client, self.root, rel, progress,
                                      known=self.digests.get(rel),
                                      need_proof=self.tracker.needs_proof(entry, self.clock()))
@@ -192,7 +198,7 @@ class Sender:
         rels = [p.path for p in progress]
         task = asyncio.current_task()
         try:
-            reads = await self._read(rels)
+            reads = await self._read(progress)
             if reads:
                 await self._post(reads, {p.path: p for p in progress})
         except asyncio.CancelledError:
@@ -209,17 +215,21 @@ class Sender:
                 self.batches.discard(task)
             self.on_done()
 
-    async def _read(self, rels: list[str]) -> list[batch.Read]:
+    async def _read(self, progress: list[upload.Progress]) -> list[batch.Read]:
         """The files read in one worker-thread call; each one that cannot go is handled."""
         now = self.clock()
-        files = [(rel, self.tracker.needs_proof(self.tracker.files[rel], now)) for rel in rels]
+        # A file whose folder went while the batch waited to start is no longer tracked.
+        entries = [(p, e) for p in progress if (e := self.tracker.files.get(p.path)) is not None]
+        files = [(p.path, self.tracker.needs_proof(e, now)) for p, e in entries]
         reads: list[batch.Read] = []
-        for rel, got in zip(rels, await asyncio.to_thread(batch.read, self.root, files),
-                            strict=True):
-            if isinstance(got, batch.Read):
-                reads.append(got)
+        for (p, _), got in zip(entries, await asyncio.to_thread(batch.read, self.root, files),
+                               strict=True):
+            if not isinstance(got, batch.Read):
+                self._failed([p.path], got)
+            elif got.identity != p.expected:
+                self._failed([p.path], FileChanged(f"{p.path}: not the file that settled"))
             else:
-                self._failed([rel], got)
+                reads.append(got)
         return reads
 
     async def _post(self, reads: list[batch.Read], progress: dict[str, upload.Progress]) -> None:
@@ -321,7 +331,7 @@ class Sender:
         self._error(rel, verdict.reason)
 
     def _rejected(self, rel: str, verdict: Outcome) -> None:
-        log.warning("%s: the host refused it (%s); it stays on the Pi", rel, verdict.reason)
+        log.warning("%s: refused (%s); it stays on the Pi", rel, verdict.reason)
         self.tracker.release(rel, self.clock(), REJECTED_RETRY_S)
         self.report.rejected[rel] = {"status": verdict.status, "code": verdict.code,
                                      "message": verdict.reason, "at": iso(self.wall())}

@@ -101,7 +101,7 @@ def flush_json(flush: Flush, now: float, now_mono: float) -> dict[str, Any]:
 
 
 def document(config: InboxConfig, pending: Pending, report: Report, now: float) -> InboxDocument:
-    """inbox.json."""
+    """inbox.json (every text valid UTF-8: see ``shown``)."""
     return InboxDocument(
         generated_at=iso(now) or "",
         interval_s=config.publish_interval_s,
@@ -109,11 +109,32 @@ def document(config: InboxConfig, pending: Pending, report: Report, now: float) 
                              oldest=iso(pending.oldest_mtime),
                              ready_files=pending.ready_files, ready_bytes=pending.ready_bytes,
                              hashed_files=pending.hashed_files),
-        in_flight=[p.to_json() for p in report.in_flight],
-        last_flush=report.last_flush,
-        last_error=report.last_error,
-        rejected=[{"path": path, **info} for path, info in sorted(report.rejected.items())],
+        in_flight=_shown([p.to_json() for p in report.in_flight]),
+        last_flush=_shown(report.last_flush),
+        last_error=_shown(report.last_error),
+        rejected=_shown([{"path": path, **info} for path, info in sorted(report.rejected.items())]),
         host_state=report.host_state,
         wake={"enabled": config.wake_enabled,
               "last_requested_at": iso(report.wake_requested_at)},
     )
+
+
+def shown(text: str) -> str:
+    """``text`` as valid UTF-8: a name's bytes that are not UTF-8 (decoded by Python as
+    lone surrogates) become backslash escapes, ``caf\\xe9.txt``; valid text is kept."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no file name can hold
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _shown(value: Any) -> Any:
+    """Every string in a JSON document (keys too) through ``shown``."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {shown(k) if isinstance(k, str) else k: _shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value

@@ -5,9 +5,12 @@ streamed, so the signature signs ``sha256(b"")`` as the body hash and covers the
 ``X-Content-SHA256`` header (``HandshakeClient.stream``); the host checks the signature
 before reading and the bytes against the header after writing them, fsynced.
 
-The file is opened once: its hash is taken from that descriptor (or was taken ahead for
-that same size, mtime and inode), the body streamed from it, and before deleting, the path
-must still name the same inode with the same size and mtime. A file that changed on the
+The file is opened once, through real folders only (``safeopen``: a folder swapped for a
+link to outside the inbox is never followed), and only if it is the very inode that
+settled (``expected``) with one name (a hard link may be a file from outside). Its hash
+is taken from that descriptor (or was taken ahead for that same size, mtime and inode),
+the body streamed from it, and before deleting, the name in its verified folder must
+still be the same inode with the same size and mtime. A file that changed on the
 way is never deleted (the host refuses a body that does not match the announced hash, and
 a later version settles and goes again). Small files usually go many to a request
 (``batch``); they are read through ``open_file`` and deleted by ``delete_if_unchanged``.
@@ -30,7 +33,8 @@ from urllib.parse import quote
 
 from handshake.client import HandshakeClient
 from handshake.util.timeutil import iso
-from pi.inbox.outcome import OK, FileChanged, Kind, Outcome, Result, StillOpen, classify
+from pi.inbox import safeopen
+from pi.inbox.outcome import OK, FileChanged, Kind, Outcome, Refused, Result, StillOpen, classify
 from pi.inbox.tracker import Identity
 
 # Read and send in pieces this big: few thread hops, a few MB of memory at most.
@@ -58,6 +62,8 @@ class Progress:
     started_at: float
     sent_bytes: int = 0
     shrank: bool = False
+    # The file as it settled: only that inode, unchanged, is sent.
+    expected: Identity | None = None
 
     def to_json(self) -> dict[str, object]:
         return {"path": self.path, "bytes": self.bytes, "sent_bytes": self.sent_bytes,
@@ -87,7 +93,8 @@ async def send(client: HandshakeClient, root: Path, rel: str, progress: Progress
     ``known``: its SHA-256 hashed ahead, used when the file is still that identity.
     ``need_proof``: seen written but not closed; only a lease may clear it (StillOpen).
     """
-    fd, before, small = await asyncio.to_thread(open_file, root / rel, True, need_proof)
+    fd, before, small = await asyncio.to_thread(open_file, root, rel, True, need_proof,
+                                                progress.expected)
     reads: list[asyncio.Future[bytes]] = []  # the body's read ahead, if any
     try:
         progress.bytes = before.size
@@ -111,7 +118,7 @@ async def send(client: HandshakeClient, root: Path, rel: str, progress: Progress
         verdict = classify(Result(rel, sha256, OK, answer))
         if not verdict.deletes:
             return verdict
-        deleted = await asyncio.to_thread(delete_if_unchanged, root / rel, before)
+        deleted = await asyncio.to_thread(delete_if_unchanged, root, rel, before)
         return Sent(verdict.stored_as, verdict.duplicate, deleted)
     finally:
         await _settle(reads)
@@ -134,15 +141,25 @@ async def _settle(reads: list[asyncio.Future[bytes]]) -> None:
             read.exception()  # retrieved: what failed was raised, or no longer matters
 
 
-def open_file(path: Path, small: bool = True,
-          need_proof: bool = False) -> tuple[int, Identity, tuple[bytes, str] | None]:
-    """The descriptor, what it is, and for a small file already its bytes and hash."""
-    # O_NONBLOCK: a FIFO put in the share must not hang the open; O_NOFOLLOW: no links.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def open_file(root: Path, rel: str, small: bool = True, need_proof: bool = False,
+              expected: Identity | None = None,
+              ) -> tuple[int, Identity, tuple[bytes, str] | None]:
+    """The descriptor, what it is, and for a small file already its bytes and hash.
+
+    ``expected``: the file as it settled; another inode or content is FileChanged.
+    """
+    # O_NONBLOCK: a FIFO put in the share must not hang the open.
+    fd = safeopen.open_file(root, rel, os.O_RDONLY | os.O_NONBLOCK)
+    path = root / rel
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise FileChanged(f"{path}: no longer a regular file")
+        if expected is not None and Identity.of(st) != expected:
+            raise FileChanged(f"{path}: not the file that settled")
+        if st.st_nlink > 1:
+            raise Refused("hard_link", f"{rel}: a hard link ({st.st_nlink} names): it may be "
+                          "a file from outside the inbox, so it is not sent")
         writer = writer_present(fd)
         if writer or (writer is None and need_proof):
             raise StillOpen(f"{path}: still open for writing" if writer else
@@ -158,9 +175,9 @@ def open_file(path: Path, small: bool = True,
         raise
 
 
-def digest(path: Path, identity: Identity, cancel: threading.Event) -> str | None:
-    """SHA-256 of ``path`` if it is ``identity`` before and after; None if it changed."""
-    fd, before, _ = open_file(path, small=False)
+def digest(root: Path, rel: str, identity: Identity, cancel: threading.Event) -> str | None:
+    """SHA-256 of ``root/rel`` if it is ``identity`` before and after; None if it changed."""
+    fd, before, _ = open_file(root, rel, small=False)
     try:
         if before != identity:
             return None
@@ -231,50 +248,60 @@ def writer_present(fd: int) -> bool | None:
     return False
 
 
-def delete_if_unchanged(path: Path, before: Identity) -> bool:
-    """Remove ``path`` if it is still the file that was sent; False when it changed.
+def delete_if_unchanged(root: Path, rel: str, before: Identity) -> bool:
+    """Remove ``root/rel`` if it is still the file that was sent; False when it changed.
 
     A check and an unlink by name are two look-ups: a new version renamed over the name
     between them (how Office saves) would be deleted unsent. So the file is first renamed
     to a hidden name (the tracker ignores ``.*``), checked there, and only then unlinked;
-    one that turns out to be another file is put back.
+    one that turns out to be another file is put back. All of it happens in the folder
+    reached by ``safeopen`` (never through a link), relative to its descriptor.
     """
     try:
-        now = Identity.of(os.lstat(path))
+        with safeopen.parent(root, rel) as (folder, name):
+            return _delete_in(folder, name, before)
+    except (FileNotFoundError, FileChanged):
+        return False
+
+
+def _delete_in(folder: int, name: str, before: Identity) -> bool:
+    try:
+        now = Identity.of(os.stat(name, dir_fd=folder, follow_symlinks=False))
     except FileNotFoundError:
         return False
     if now != before:
         return False
-    aside = path.with_name(f"{SENT_PREFIX}{secrets.token_hex(4)}-{path.name}")
-    if len(os.fsencode(aside.name)) > NAME_MAX_BYTES:
+    aside = f"{SENT_PREFIX}{secrets.token_hex(4)}-{name}"
+    if len(os.fsencode(aside)) > NAME_MAX_BYTES:
         # No room for the prefix in the name (a name near the 255-byte limit): the aside
         # name must keep the whole original for a restore, so this one is removed by
         # name, with the narrow check-then-unlink window that the rename closes for others.
-        os.unlink(path)
+        os.unlink(name, dir_fd=folder)
         return True
     try:
-        os.rename(path, aside)
+        os.rename(name, aside, src_dir_fd=folder, dst_dir_fd=folder)
     except FileNotFoundError:
         return False
-    if before.same_file(os.lstat(aside)):
-        os.unlink(aside)
+    if before.same_file(os.stat(aside, dir_fd=folder, follow_symlinks=False)):
+        os.unlink(aside, dir_fd=folder)
         return True
-    put_back(aside)
+    put_back(folder, aside)
     return False
 
 
-def put_back(aside: Path) -> Path:
-    """Give a file renamed aside by ``delete_if_unchanged`` its name again (never over
-    another file: "name (edgepair 2).ext" when the name is taken)."""
-    name = aside.name[len(SENT_PREFIX):].partition("-")[2]
+def put_back(folder: int, aside: str) -> str:
+    """Give a file renamed aside by ``delete_if_unchanged`` (in the folder ``folder``) its
+    name again, never over another file: "name (edgepair 2).ext" when the name is taken."""
+    name = aside[len(SENT_PREFIX):].partition("-")[2]
     stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
     for n in range(1, 1000):
-        candidate = aside.with_name(name if n == 1 else f"{stem} (edgepair {n}){dot}{ext}")
+        candidate = name if n == 1 else f"{stem} (edgepair {n}){dot}{ext}"
         try:
-            os.link(aside, candidate, follow_symlinks=False)
+            os.link(aside, candidate, src_dir_fd=folder, dst_dir_fd=folder,
+                    follow_symlinks=False)
         except FileExistsError:
             continue
-        os.unlink(aside)
+        os.unlink(aside, dir_fd=folder)
         return candidate
     return aside  # a thousand names taken: it stays, hidden but not lost
 
@@ -283,8 +310,8 @@ def restore_aside(root: Path) -> list[Path]:
     """At start: files a crash left renamed aside go back under their names (and are sent
     again; the host recognizes what it already has)."""
     restored = []
-    for folder, _, files in os.walk(root):
-        for name in files:
-            if name.startswith(SENT_PREFIX):
-                restored.append(put_back(Path(folder) / name))
+    for rel_dir, folder, entries in safeopen.walk(root):
+        for entry in entries:
+            if entry.name.startswith(SENT_PREFIX) and not entry.is_dir(follow_symlinks=False):
+                restored.append(root / rel_dir / put_back(folder, entry.name))
     return restored

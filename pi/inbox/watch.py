@@ -30,6 +30,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from pi.inbox import safeopen
+from pi.inbox.outcome import FileChanged
 from pi.inbox.tracker import Identity, ignored
 
 # Observer threads check for stop this often: bounds how long shutdown waits for them.
@@ -56,15 +58,10 @@ class Change:
 
 
 def scan(root: Path, folder: str = "") -> dict[str, Identity]:
-    """Every regular, not ignored file below ``root/folder`` (blocking: run in a thread)."""
+    """Every regular, not ignored file below ``root/folder`` (blocking: run in a thread),
+    found through real folders only (``safeopen.walk``)."""
     found: dict[str, Identity] = {}
-    stack = [folder]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            entries = list(os.scandir(root / rel_dir if rel_dir else root))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
+    for rel_dir, _, entries in safeopen.walk(root, folder, lambda rel: not ignored(rel)):
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             if ignored(rel):
@@ -73,9 +70,7 @@ def scan(root: Path, folder: str = "") -> dict[str, Identity]:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(rel)
-            elif stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode):
                 found[rel] = Identity.of(st)
     return found
 
@@ -144,8 +139,8 @@ class Watcher(FileSystemEventHandler):
 
     def _identity(self, rel: str) -> Identity | None:
         try:
-            st = os.lstat(self.root / rel)
-        except OSError:
+            st = safeopen.lstat(self.root, rel)
+        except (OSError, FileChanged):  # gone, or a link where a folder was
             return None
         return Identity.of(st) if stat.S_ISREG(st.st_mode) else None
 
