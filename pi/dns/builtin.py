@@ -3,7 +3,8 @@
 Pi-hole or dnsmasq forwards the zone to it: ``server=/home.arpa/127.0.0.1#5335``. The zone
 is the name's parent (``home.arpa`` for ``nas.home.arpa``): the name answers its address,
 other names in the zone NXDOMAIN, names outside REFUSED. Each distinct query is answered
-once by dnspython, then from a cache of wire bytes with the query's id patched in.
+once by dnspython, then from a cache of wire bytes with the query's id patched in. What
+``limits`` refuses (big or multi-question queries, greedy TCP clients) costs no parsing.
 """
 
 from __future__ import annotations
@@ -25,23 +26,32 @@ import dns.rdatatype
 import dns.rrset
 
 from pi.dns import DnsRejected, DnsUnavailable
+from pi.dns.limits import (
+    MAX_QUERY_BYTES,
+    MAX_TCP_CONNECTIONS,
+    MAX_TCP_PER_CLIENT,
+    Slot,
+    Verdict,
+    admit,
+    formerr,
+    screen,
+)
 
 log = logging.getLogger(__name__)
 
-# RFC 7766 §6.2.3: close idle connections after a few seconds; frees the Pi's sockets.
+# RFC 7766 §6.2.3: close idle connections after a few seconds; frees the Pi's sockets. Only
+# a complete query restarts it, and an answer the client doesn't read within it closes too.
 TCP_IDLE_TIMEOUT_S = 10.0
-# A forwarder needs a handful of connections; more is a misbehaving client.
-MAX_TCP_CLIENTS = 64
-# Distinct queries kept as wire bytes (0x20 case variants, EDNS options); ~200 B each.
+# Distinct queries kept as wire bytes (0x20 case variants, EDNS options); at most
+# MAX_QUERY_BYTES each, so junk can't pin much memory.
 CACHE_ENTRIES = 1024
-# Larger queries are answered but not cached, so junk can't pin much memory.
-CACHE_MAX_QUERY_BYTES = 512
 # UDP payload advertised in EDNS answers (DNS flag day 2020).
 EDNS_PAYLOAD = 1232
 # Datagrams answered per loop wakeup before TCP and timers get a turn.
 UDP_BATCH = 64
-# Largest UDP datagram; bigger queries are truncated by the kernel and then malformed.
-UDP_MAX_BYTES = 65535
+# One byte more than a query may have: the kernel drops the rest of a bigger datagram, and
+# the length says it was too big (no 64 KB copy per junk packet).
+UDP_RECEIVE_BYTES = MAX_QUERY_BYTES + 1
 # With port 0 the OS picks the UDP port; TCP may find it taken and must try again.
 BIND_ATTEMPTS = 5
 # SOA timers; only the minimum matters (negative-caching TTL, set to ttl_s).
@@ -52,7 +62,9 @@ class BuiltinDns:
     """Answers ``name`` with the current address over UDP and TCP on ``host:port``."""
 
     def __init__(self, name: str, ttl_s: int, host: str, port: int, *,
-                 tcp_idle_s: float = TCP_IDLE_TIMEOUT_S) -> None:
+                 tcp_idle_s: float = TCP_IDLE_TIMEOUT_S,
+                 tcp_per_client: int = MAX_TCP_PER_CLIENT,
+                 tcp_total: int = MAX_TCP_CONNECTIONS) -> None:
         self.name = dns.name.from_text(name)
         # A single-label name gets no zone of its own beyond itself.
         self.zone = self.name.parent() if len(self.name) > 2 else self.name
@@ -60,16 +72,22 @@ class BuiltinDns:
         self.host = host
         self.port = port
         self.tcp_idle_s = tcp_idle_s
+        self.tcp_per_client = tcp_per_client
+        self.tcp_total = tcp_total
         self.address: str | None = None
         self.queries = 0
         self.dropped = 0
+        self.screened = 0  # queries dropped or answered FORMERR from the header alone
+        self.tcp_refused = 0  # connections closed at once: their client is over its cap
+        self.tcp_evicted = 0  # idle connections closed to make room for a new client
         self._serial = int(time.time()) & 0xFFFFFFFF
         self._record: dns.rrset.RRset | None = None
         self._soa = self._make_soa()
         self._cache: dict[bytes, bytes] = {}
         self._udp: socket.socket | None = None
         self._tcp: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[None]] = set()
+        self._clients: dict[asyncio.Task[None], Slot] = {}
+        self._warned = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -123,6 +141,15 @@ class BuiltinDns:
     def respond(self, data: bytes) -> bytes | None:
         """The response to one wire-format query, or None to drop it."""
         self.queries += 1
+        verdict = screen(data)
+        if verdict is not Verdict.PARSE:
+            self.screened += 1
+            self._warn_once("DNS query of %d bytes refused from its header alone (%s)",
+                            len(data), verdict.value)
+            if verdict is Verdict.FORMERR:
+                return formerr(data)
+            self.dropped += 1
+            return None
         cached = self._cache.get(data[2:])
         if cached is not None:
             return data[:2] + cached
@@ -134,23 +161,18 @@ class BuiltinDns:
         if response is None:
             self.dropped += 1
             return None
-        if len(data) <= CACHE_MAX_QUERY_BYTES:
-            if len(self._cache) >= CACHE_ENTRIES:
-                del self._cache[next(iter(self._cache))]
-            self._cache[data[2:]] = response[2:]
+        if len(self._cache) >= CACHE_ENTRIES:
+            del self._cache[next(iter(self._cache))]
+        self._cache[data[2:]] = response[2:]
         return response
 
     def _answer(self, data: bytes) -> bytes | None:
-        query = dns.message.from_wire(data)
-        if query.flags & dns.flags.QR:
-            return None  # a response, not a query: answering could start a loop
+        query = dns.message.from_wire(data)  # screen() has checked the size and QR, QDCOUNT
         response = dns.message.make_response(query, our_payload=EDNS_PAYLOAD)
         if query.edns > 0:
             response.set_rcode(dns.rcode.BADVERS)
         elif query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
-        elif len(query.question) != 1:
-            response.set_rcode(dns.rcode.FORMERR)
         else:
             self._resolve(query.question[0], response)
         return response.to_wire()
@@ -191,15 +213,16 @@ class BuiltinDns:
         sock = self._udp
         if sock is None:
             return
+        buffer = bytearray(UDP_RECEIVE_BYTES)
         for _ in range(UDP_BATCH):
             try:
-                data, peer = sock.recvfrom(UDP_MAX_BYTES)
+                size, peer = sock.recvfrom_into(buffer)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. an ICMP error for an earlier answer
                 log.debug("DNS UDP receive error: %s", exc)
                 continue
-            response = self.respond(data)
+            response = self.respond(bytes(buffer[:size]))
             if response is None:
                 continue
             try:
@@ -208,33 +231,66 @@ class BuiltinDns:
                 log.debug("DNS UDP answer to %s dropped: %s", peer, exc)
 
     def _accept_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # Our own task (not start_server's) so close() can cancel it cleanly.
-        if len(self._clients) >= MAX_TCP_CLIENTS:
+        loop = asyncio.get_running_loop()
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if peer else "?"
+        admission = admit(self._clients, client, per_client=self.tcp_per_client,
+                          total=self.tcp_total)
+        if not admission.accept:
+            self.tcp_refused += 1
+            self._warn_once("DNS TCP client %s is over its %d connections: refused", client,
+                            self.tcp_per_client)
             writer.close()
             return
-        task = asyncio.get_running_loop().create_task(self._serve_tcp(reader, writer))
-        self._clients.add(task)
-        task.add_done_callback(self._clients.discard)
+        if admission.evict is not None:
+            self.tcp_evicted += 1
+            victim = self._clients.pop(admission.evict)
+            log.debug("DNS TCP full: closing an idle connection of %s for %s", victim.client,
+                      client)
+            admission.evict.cancel()
+        # Our own task (not start_server's) so close() can cancel it cleanly.
+        slot = Slot(client, loop.time())
+        task = loop.create_task(self._serve_tcp(reader, writer, slot))
+        self._clients[task] = slot
+        task.add_done_callback(self._forget)
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._clients.pop(task, None)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         slot: Slot) -> None:
         """Length-prefixed queries until idle, garbage or EOF (RFC 7766)."""
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self.tcp_idle_s):
+                    async with asyncio.timeout(self.tcp_idle_s):  # for the whole message
                         size = int.from_bytes(await reader.readexactly(2), "big")
+                        if size > MAX_QUERY_BYTES:
+                            self.screened += 1
+                            return  # not even read: no query of ours is that big
                         data = await reader.readexactly(size)
                 except (TimeoutError, asyncio.IncompleteReadError):
                     return
+                slot.last_query = loop.time()
                 response = self.respond(data)
                 if response is None:
                     return
                 writer.write(len(response).to_bytes(2, "big") + response)
-                await writer.drain()
+                try:
+                    async with asyncio.timeout(self.tcp_idle_s):  # a client that never reads
+                        await writer.drain()
+                except TimeoutError:
+                    return
         except ConnectionError as exc:
             log.debug("DNS TCP client went away: %s", exc)
         finally:
             writer.close()
+
+    def _warn_once(self, message: str, *args: object) -> None:
+        """The first abuse is worth a WARNING; repeats go to DEBUG, not to flood the journal."""
+        log.log(logging.DEBUG if self._warned else logging.WARNING, message, *args)
+        self._warned = True
 
 
 async def _bind_udp(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
