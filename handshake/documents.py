@@ -83,6 +83,9 @@ class SnapshotDocument(Document, frozen=True, kw_only=True, tag="edgepair.snapsh
     reason: str | None = None
     wake_at: str | None = None
     snapshot: dict[str, Any] = {}
+    # Where the received snapshot held text UTF-8 cannot store (replaced by U+FFFD) or a
+    # key that was dropped for it: JSON paths with what was done, [] when stored as received.
+    sanitised: list[str] = []
 
 
 class PiDocument(Document, frozen=True, kw_only=True, tag="edgepair.pi/1"):
