@@ -123,3 +123,21 @@ def test_the_depth_check_is_cheap_on_a_hostile_megabyte() -> None:
     with pytest.raises(strictjson.JsonError):
         strictjson.loads(b"[" * 1_000_000)
     assert time.perf_counter() - start < 0.5
+
+
+async def test_a_deeply_nested_public_file_the_api_reads_is_as_good_as_none(
+        tmp_path: Path) -> None:
+    site = Site(tmp_path, interval=5.0)
+    public = tmp_path / "pi-state/public"
+    public.mkdir(parents=True)
+    (public / "inbox.json").write_bytes(
+        b'{"schema": "edgepair.inbox/1", "generated_at": "2030-01-01T00:00:00Z", "x": '
+        + DEEP + b"}")
+    pi = site.start_pi()
+    try:
+        await wait_http(site.api + "/api/v1/health")
+        async with HandshakeClient(site.api, KEY) as client:
+            answer = await client.request("POST", "/api/v1/host/coming-online", {})
+        assert answer["inbox_pending"] == 0  # was a 500: msgspec's RecursionError
+    finally:
+        assert stop(pi) == 0
