@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
+
 from handshake import __version__
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {
@@ -18,6 +20,9 @@ def _json(schema: dict[str, Any], description: str = "ok") -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _ERROR for code in codes}
 
+
+# The app's own copy of the document: modules that add routes add their paths to it.
+OPENAPI = web.AppKey("openapi", dict[str, Any])
 
 PI_OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",

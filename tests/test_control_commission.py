@@ -56,7 +56,7 @@ async def deye() -> AsyncIterator[Deye]:
 
 async def edgepair(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pi.cli", *args, cwd=ROOT,
+        sys.executable, "-m", "handshake", *args, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()

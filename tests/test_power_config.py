@@ -108,7 +108,7 @@ async def test_daemon_needs_a_power_section(tmp_path: Path) -> None:
 
 def test_pi_run_power_without_credentials_says_so_without_a_traceback(tmp_path: Path) -> None:
     path = power_config(tmp_path, [PlugSpec("nas")], credentials=False)
-    result = subprocess.run([sys.executable, "-m", "pi.cli", "pi", "run", "power", "--config",
+    result = subprocess.run([sys.executable, "-m", "handshake", "pi", "run", "power", "--config",
                              str(path)], cwd=ROOT, capture_output=True, timeout=30, check=False)
     err = result.stderr.decode()
     assert result.returncode != 0
