@@ -24,6 +24,7 @@ from handshake.util.timeutil import parse_iso
 from host import config as host_config
 from host.agent import TICK_S, run
 from host.notify import notify, shutdown_reason
+from host.planner import cli as plan_cli
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,6 @@ def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
          on_tick: Callable[[], object] | None = None) -> int:
     """Run ``edgepair host …``; ``run`` talks sd_notify itself unless hooks are given."""
     if argv[:1] == ["plan"]:
-        # numpy and the planner cost ~25 MB: only `host plan` loads them.
-        from host.planner import cli as plan_cli  # noqa: PLC0415
-
         return plan_cli.main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,

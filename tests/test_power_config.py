@@ -118,7 +118,7 @@ def test_pi_run_power_without_credentials_says_so_without_a_traceback(tmp_path: 
 
 def test_config_modules_stay_light() -> None:
     """check-config and the api daemon import the power config and diagnosis, never kasa."""
-    code = ("import sys, pi.config, pi.power.config, pi.power.diagnosis, pi.power.daemon; "
+    code = ("import sys, pi.config, pi.power.config, pi.power.diagnosis, pi.api; "
             "print('kasa' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          timeout=30, check=True)

@@ -13,6 +13,7 @@ from handshake.errors import ConfigError, EdgepairError
 from handshake.util import atomic
 from handshake.util.cliexit import EXIT_FAILED, EXIT_OK, report
 from handshake.util.timeutil import iso, utcnow
+from pi import config as pi_config
 from pi.control import profile as profiles
 from pi.control.config import ControlConfig
 from pi.control.daemon import BASELINE_FILE, BASELINE_SCHEMA, make_devices
@@ -28,8 +29,6 @@ def main(argv: list[str]) -> int:
             note = " (verify on your unit)" if p.verify_on_unit else ""
             print(f"{name:16} {p.kind:9} {p.description}{note}")
         return EXIT_OK
-    from pi import config as pi_config  # noqa: PLC0415
-
     try:
         config = pi_config.load(args.config)
         control: ControlConfig | None = config.control
