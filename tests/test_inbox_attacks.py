@@ -83,7 +83,10 @@ class Swapper(threading.Thread):
         try:
             for i in range(self.swaps):
                 os.symlink(self.outside, link)
-                os.rename(sub, real)
+                try:
+                    os.rename(sub, real)
+                except FileNotFoundError:  # the daemon pruned the emptied folder: a new one
+                    real.mkdir()
                 os.rename(link, sub)  # sub -> outside
                 time.sleep(SWAP_HOLD_S)
                 os.rename(sub, link)
