@@ -55,8 +55,8 @@ sys.path.insert(0, str(ROOT))
 from _common import free_port, memory  # noqa: E402
 
 from handshake.auth import keygen  # noqa: E402
+from handshake.inboxwire import SMALL_FILE_BYTES  # noqa: E402
 from handshake.util import atomic  # noqa: E402
-from pi.inbox.upload import SMALL_FILE_BYTES  # noqa: E402
 
 MIB = 1024 * 1024
 FULL = {"large": (1, 1024 * MIB), "small": (10_000, 10 * 1024)}
