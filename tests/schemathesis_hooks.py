@@ -5,7 +5,8 @@ Loaded by ``st run`` through ``SCHEMATHESIS_HOOKS``; the key comes from
 signed over the exact bytes ``requests`` sends (a ``requests`` auth sees the prepared
 request), so generated bodies get past the signature and into validation; an inbox file
 is signed the way the Pi signs it (``X-Content-SHA256`` covered, ``sha256("")`` as the
-body hash). Every other request is sent as generated.
+body hash), and a positive batch's bytes are framed as one file, so batches get stored
+too. Every other request is sent as generated.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any
 
 import requests
 import schemathesis
+from schemathesis import GenerationMode
 
 from handshake import inboxwire
 from handshake.auth import sign
 
 INBOX_FILE = "/api/v1/inbox/"
+INBOX_BATCH = "/api/v1/inbox"
 
 # A batch of inbox files is bytes on the wire, as a file is.
 schemathesis.serializer.alias(inboxwire.CONTENT_TYPE, "application/octet-stream")
@@ -29,14 +32,19 @@ schemathesis.serializer.alias(inboxwire.CONTENT_TYPE, "application/octet-stream"
 class EdgePairAuth(requests.auth.AuthBase):
     """Signs a prepared request the way handshake.client does."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, frame_batch: bool = False) -> None:
         self.key = key
+        self.frame_batch = frame_batch
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         method, path_qs = request.method or "GET", request.path_url
         body = request.body or b""
         if isinstance(body, str):
             body = body.encode()
+        if self.frame_batch and path_qs == INBOX_BATCH:
+            sha256 = hashlib.sha256(body).hexdigest()
+            body = inboxwire.encode_batch([(f"batch/{sha256[:16]}", body, sha256)])
+            request.body = body  # requests recounts Content-Length after the auth
         if method == "PUT" and path_qs.startswith(INBOX_FILE):
             # A well-formed announced hash is made true, so files really get stored; a
             # malformed one is left as generated, for the 400 it must get.
@@ -60,4 +68,6 @@ def before_call(context: schemathesis.HookContext, case: schemathesis.Case,
     # A case without the header is schemathesis probing the missing signature: left so.
     if (any("EdgePair" in requirement for requirement in security)
             and "Authorization" in (case.headers or {})):
-        kwargs["auth"] = EdgePairAuth(bytes.fromhex(os.environ["EDGEPAIR_TEST_KEY"]))
+        positive = case.meta is not None and case.meta.generation.mode is GenerationMode.POSITIVE
+        kwargs["auth"] = EdgePairAuth(bytes.fromhex(os.environ["EDGEPAIR_TEST_KEY"]),
+                                      frame_batch=positive)
