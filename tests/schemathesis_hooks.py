@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from typing import Any
 
 import requests
@@ -49,7 +50,7 @@ class EdgePairAuth(requests.auth.AuthBase):
             # A well-formed announced hash is made true, so files really get stored; a
             # malformed one is left as generated, for the 400 it must get.
             announced = request.headers.get("X-Content-SHA256", "")
-            if len(announced) == 64:
+            if re.fullmatch(r"[0-9a-f]{64}", announced):
                 announced = hashlib.sha256(body).hexdigest()
                 request.headers["X-Content-SHA256"] = announced
             request.headers["Authorization"] = sign(self.key, method, path_qs, b"",
