@@ -42,7 +42,8 @@ PI_OPENAPI: dict[str, Any] = {
                              "additionalProperties": False, "properties": {
                                  "reason": {"enum": ["shutdown", "suspend", "reboot"]},
                                  "wake_at": {"type": ["string", "null"], "format": "date-time"},
-                                 "snapshot": {"type": "object"}}},
+                                 "snapshot": {"type": ["object", "null"],
+                                              "description": "null: no snapshot"}}},
             "ComingOnline": {"type": "object", "additionalProperties": False, "properties": {
                 "boot_id": {"type": ["string", "null"]}}},
             "Wake": {"type": "object", "additionalProperties": False, "properties": {
@@ -91,7 +92,7 @@ PI_OPENAPI: dict[str, Any] = {
                                          "responses": {"200": _json({"type": "object"})}}},
         "/data/{name}": {"get": {
             "summary": "A public JSON file (host.json, snapshot.json, pi.json, …)",
-            "parameters": [{"name": "name", "in": "path", "required": True,
+            "parameters": [{"name": "name", "in": "path", "required": True, "example": "host.json",
                             "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*\\.json$"}}],
             "responses": {"200": _json({"type": "object"}), **_errors(404)}}},
         "/": {"get": {"summary": "The dashboard", "responses": {"200": {

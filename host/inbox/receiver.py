@@ -250,7 +250,8 @@ OPERATION: dict[str, Any] = {
         {"name": CONTENT_SHA256, "in": "header", "required": True,
          "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
     ],
-    "requestBody": {"required": True,
+    # An empty body (Content-Length: 0) is an empty file: HTTP can't tell it from none.
+    "requestBody": {"required": False, "description": "The file's bytes; none: an empty file.",
                     "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                         "format": "binary"}}}},
     "responses": {
