@@ -18,7 +18,7 @@ from aiohttp import web
 from handshake import __version__
 from handshake.auth import Verifier
 from handshake.errors import FatalError
-from handshake.http import make_app
+from handshake.http import add_frontend, make_app
 from host.config import HostConfig
 from host.inbox import receiver
 from host.routes import OPENAPI_PATHS_KEY, PREFIX, SIGNED, add_route
@@ -35,7 +35,6 @@ SHUTDOWN_GRACE_S = 5.0
 
 BOOT_ID_KEY = web.AppKey("boot_id", str)
 PUBLIC_DIR_KEY = web.AppKey("public_dir", Path)
-FRONTEND_KEY = web.AppKey("frontend_dir", Path)
 PI_URL_KEY = web.AppKey("pi_url", str)
 _PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
 
@@ -80,11 +79,11 @@ def build_app(config: HostConfig, *, boot_id: str | None = None,
     })
     frontend = config.host.frontend_dir
     if frontend is not None and (frontend / "index.html").is_file():
-        app[FRONTEND_KEY] = frontend
-        add_route(app, "GET", "/", index, {
+        add_frontend(app, frontend)
+        app[OPENAPI_PATHS_KEY]["/"] = {"get": {
             "operationId": "getDashboard", "summary": "The full dashboard (open).",
-            "security": [], "responses": {"200": {"description": "HTML"}}})
-        app.router.add_static("/", frontend, follow_symlinks=False)
+            "security": [], "responses": {"200": {"description": "HTML"},
+                                          "default": _json_response("Error.", _ref("Error"))}}}
     return app
 
 
@@ -104,12 +103,6 @@ async def public_file(request: web.Request) -> web.StreamResponse:
 async def dashboard(request: web.Request) -> web.Response:
     """Open: the dashboard's mode, and the Pi's URL its cards read the Pi's files from."""
     return web.json_response({"mode": "host", "pi_url": request.app[PI_URL_KEY]})
-
-
-async def index(request: web.Request) -> web.FileResponse:
-    """The full dashboard (host mode)."""
-    return web.FileResponse(request.app[FRONTEND_KEY] / "index.html",
-                            headers={"Cache-Control": "no-cache"})
 
 
 async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = None,

@@ -18,7 +18,7 @@ from aiohttp import web
 from handshake import __version__, documents
 from handshake.auth import NonceCache, Verifier
 from handshake.documents import InboxDocument
-from handshake.http import json_body, json_error, make_app, signed, verify_request
+from handshake.http import add_frontend, json_body, json_error, make_app, signed, verify_request
 from handshake.messages import ComingOnline, GoingOffline, WakeRequest
 from handshake.util import atomic
 from handshake.util.timeutil import iso
@@ -73,8 +73,7 @@ def build_app(config: PiConfig, controller: HostController, key: bytes,
     planapi.add_routes(app, config)  # PUT /api/v1/plan and its OpenAPI paths
     frontend = config.api.frontend_dir
     if frontend is not None and (frontend / "index.html").is_file():
-        app.router.add_get("/", index)
-        app.router.add_static("/", frontend, follow_symlinks=False)
+        add_frontend(app, frontend)
     else:
         app.router.add_get("/", no_frontend)
     return app
@@ -171,13 +170,6 @@ async def public_file(request: web.Request) -> web.StreamResponse:
     # The host's dashboard reads these from another origin and corrects its clock by Date.
     response.headers["Access-Control-Expose-Headers"] = "Date"
     return response
-
-
-async def index(request: web.Request) -> web.FileResponse:
-    """The dashboard."""
-    frontend = request.app[CONFIG].api.frontend_dir
-    assert frontend is not None
-    return web.FileResponse(frontend / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 async def no_frontend(request: web.Request) -> web.Response:

@@ -31,11 +31,8 @@ SEED = 10
 MAX_EXAMPLES = 60
 # Everything that applies to stateless runs of these documents, except:
 # - ignored_auth: it strips the credentials and expects a refusal, but the hook signs its
-#   probes as well;
-# - unsupported_method: with the dashboard served from "/" (as installed), a GET to a
-#   POST-only endpoint is looked up as a dashboard file and gets an empty 404, not a JSON
-#   405 (the routes in pi/api.py and host/agent.py; see #10).
-CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
+#   probes as well.
+CHECKS = ("not_a_server_error", "unsupported_method", "status_code_conformance", "content_type_conformance",
           "response_headers_conformance", "response_schema_conformance",
           "negative_data_rejection", "positive_data_acceptance", "missing_required_header")
 # Per operation, what JSON Schema cannot say: a request valid by the schema that is still
