@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -148,3 +149,35 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+# The dashboard's files: every path outside the API and the public files.
+_FRONTEND_ROUTE = "/{path:(?!api/|data/).+}"
+FRONTEND_DIR_KEY = web.AppKey("frontend_dir", Path)
+
+
+def add_frontend(app: web.Application, root: Path) -> None:
+    """Serve the dashboard's files from ``root``: GET ``/`` is its index.html, and a path that
+    names no file is a JSON 404 (aiohttp's static route answers an empty one, past the error
+    middleware). Paths under /api/ and /data/ never reach it, so a wrong method there is 405."""
+    app[FRONTEND_DIR_KEY] = root.resolve()
+    app.router.add_get("/", _frontend_index)
+    app.router.add_get(_FRONTEND_ROUTE, _frontend_file)
+
+
+async def _frontend_index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(request.app[FRONTEND_DIR_KEY] / "index.html",
+                            headers={"Cache-Control": "no-cache"})
+
+
+async def _frontend_file(request: web.Request) -> web.FileResponse:
+    root = request.app[FRONTEND_DIR_KEY]
+    rel = request.match_info["path"]
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+        raise web.HTTPNotFound(text=f"no dashboard file {rel!r}")
+    path = root.joinpath(*parts)
+    # No links: a file is served only if every component is a real entry under root.
+    if path.resolve() != path or not path.is_file():
+        raise web.HTTPNotFound(text=f"no dashboard file {rel!r}")
+    return web.FileResponse(path)

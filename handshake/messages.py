@@ -13,6 +13,23 @@ from handshake.util.timeutil import iso, parse_iso
 Reason = Literal["shutdown", "suspend", "reboot"]
 REASONS: tuple[Reason, ...] = ("shutdown", "suspend", "reboot")
 WAKE_SOURCES = ("api", "button", "schedule", "host", "inbox", "dashboard", "cli")
+# Why the host was woken: one vocabulary from the code to usage.json, the dashboard and
+# the metrics. ``wake_at``: the host asked for it when it went to sleep; ``demand:*``: a
+# client wanted the host while the Pi answered for its name; ``plan``: the energy plan in
+# force is about to expire and must be renewed.
+WakeReason = Literal["button", "api", "schedule", "wake_at", "demand:dns", "demand:port",
+                     "inbox", "plan"]
+WAKE_REASONS: tuple[WakeReason, ...] = ("button", "api", "schedule", "wake_at", "demand:dns",
+                                        "demand:port", "inbox", "plan")
+# What a wake request's ``source`` counts as.
+_REASON_OF_SOURCE: dict[str, WakeReason] = {
+    "api": "api", "cli": "api", "host": "api", "button": "button", "dashboard": "button",
+    "schedule": "schedule", "inbox": "inbox"}
+
+
+def wake_reason(source: str) -> WakeReason:
+    """The wake reason a request from ``source`` (one of WAKE_SOURCES) is recorded under."""
+    return _REASON_OF_SOURCE.get(source, "api")
 # A snapshot is informational metadata; bound it so a buggy host cannot fill the SD card.
 MAX_SNAPSHOT_KEYS = 1000
 # An uptime beyond a century is a broken peer, not a long-lived host.

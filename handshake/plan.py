@@ -155,6 +155,19 @@ def validate(doc: Any, limits: L, loads: Collection[str] | None,
     """
     if not isinstance(doc, dict):
         raise ValidationError(f"expected a JSON object, got {type(doc).__name__}")
+    plan_id, seq = _identity(doc)
+    generated, start, until = _window(doc, now)
+    effective = _limits(doc.get("limits"), limits)
+    optimizer = _optimizer(doc)
+    raw_slots = _raw_slots(doc, int((until - start).total_seconds() // SLOT_S))
+    slots = tuple(_slot(raw, i, start + timedelta(seconds=i * SLOT_S), effective, loads)
+                  for i, raw in enumerate(raw_slots))
+    return Plan(id=plan_id, seq=seq, generated_at=generated, valid_from=start, valid_until=until,
+                slots=slots, limits=effective, optimizer=optimizer)
+
+
+def _identity(doc: dict[str, Any]) -> tuple[str, int]:
+    """Known fields only, the schema, and the plan's id and sequence number."""
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
         raise ValidationError(f"unknown field (expected {', '.join(sorted(_TOP_KEYS))})", unknown[0])
@@ -166,6 +179,11 @@ def validate(doc: Any, limits: L, loads: Collection[str] | None,
     seq = doc.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
         raise ValidationError(f"expected a non-negative integer, got {seq!r}", "seq")
+    return plan_id, seq
+
+
+def _window(doc: dict[str, Any], now: datetime | None) -> tuple[datetime, datetime, datetime]:
+    """generated_at, valid_from and valid_until: whole slots, within the horizon, not expired."""
     slot_s = doc.get("slot_s")
     if slot_s != SLOT_S or isinstance(slot_s, bool):
         raise ValidationError(f"expected {SLOT_S}, got {slot_s!r}", "slot_s")
@@ -185,21 +203,24 @@ def validate(doc: Any, limits: L, loads: Collection[str] | None,
         raise ValidationError(f"the plan expired at {iso(until)}", "valid_until")
     if now is not None and (start - now).total_seconds() > MAX_HORIZON_S:
         raise ValidationError(f"starts more than {MAX_HORIZON_S // 3600} h from now", "valid_from")
-    effective = _limits(doc.get("limits"), limits)
+    return generated, start, until
+
+
+def _optimizer(doc: dict[str, Any]) -> dict[str, Any]:
     optimizer = doc.get("optimizer", {})
     if not isinstance(optimizer, dict) or optimizer.get("status") not in OPTIMIZER_STATUSES:
         raise ValidationError(f"expected an object with status one of "
                               f"{', '.join(OPTIMIZER_STATUSES)}", "optimizer.status")
+    return optimizer
+
+
+def _raw_slots(doc: dict[str, Any], count: int) -> list[Any]:
     raw_slots = doc.get("slots")
-    count = int(span // SLOT_S)
     if not isinstance(raw_slots, list) or len(raw_slots) != count:
         got = len(raw_slots) if isinstance(raw_slots, list) else type(raw_slots).__name__
         raise ValidationError(f"expected {count} slots from valid_from to valid_until, got {got}",
                               "slots")
-    slots = tuple(_slot(raw, i, start + timedelta(seconds=i * SLOT_S), effective, loads)
-                  for i, raw in enumerate(raw_slots))
-    return Plan(id=plan_id, seq=seq, generated_at=generated, valid_from=start, valid_until=until,
-                slots=slots, limits=effective, optimizer=optimizer)
+    return raw_slots
 
 
 def _time(doc: Mapping[str, Any], key: str, path: str | None = None) -> datetime:

@@ -18,10 +18,13 @@ from aiohttp import web
 from handshake import __version__
 from handshake.auth import Verifier
 from handshake.errors import FatalError
-from handshake.http import Handler, make_app
-from handshake.optional import optional_module
+from handshake.http import add_frontend, make_app
 from handshake.replay import NonceStore
 from host.config import HostConfig
+from host.inbox import receiver
+from host.routes import OPENAPI_PATHS_KEY, PREFIX, SIGNED, add_route
+from host.routes import json_response as _json_response
+from host.routes import ref as _ref
 from host.snapshot import read_boot_id, read_uptime
 
 log = logging.getLogger(__name__)
@@ -31,16 +34,9 @@ TICK_S = 5.0
 # Lets in-flight requests (an inbox upload) finish on shutdown without stalling systemd.
 SHUTDOWN_GRACE_S = 5.0
 
-PREFIX = "/api/v1"
-# OpenAPI "security" for a route that needs an EdgePair signature.
-SIGNED: list[dict[str, list[str]]] = [{"EdgePair": []}]
-OPENAPI_PATHS_KEY = web.AppKey("openapi_paths", dict[str, dict[str, Any]])
 BOOT_ID_KEY = web.AppKey("boot_id", str)
 PUBLIC_DIR_KEY = web.AppKey("public_dir", Path)
-FRONTEND_KEY = web.AppKey("frontend_dir", Path)
 PI_URL_KEY = web.AppKey("pi_url", str)
-# Modules that add routes with ``add_routes(app, config)`` (the inbox receiver, …).
-EXTENSIONS = ("host.inbox.receiver",)
 _PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
 
 
@@ -64,10 +60,7 @@ def build_app(config: HostConfig, *, boot_id: str | None = None,
         "security": [],
         "responses": {"200": _json_response("OpenAPI 3.1 document.", {"type": "object"})},
     })
-    for module_name in EXTENSIONS:
-        module = optional_module(module_name)
-        if module is not None:
-            module.add_routes(app, config)
+    receiver.add_routes(app, config)
     app[PUBLIC_DIR_KEY] = config.public_dir
     add_route(app, "GET", "/data/{name}", public_file, {
         "operationId": "getPublicFile",
@@ -88,11 +81,11 @@ def build_app(config: HostConfig, *, boot_id: str | None = None,
     })
     frontend = config.host.frontend_dir
     if frontend is not None and (frontend / "index.html").is_file():
-        app[FRONTEND_KEY] = frontend
-        add_route(app, "GET", "/", index, {
+        add_frontend(app, frontend)
+        app[OPENAPI_PATHS_KEY]["/"] = {"get": {
             "operationId": "getDashboard", "summary": "The full dashboard (open).",
-            "security": [], "responses": {"200": {"description": "HTML"}}})
-        app.router.add_static("/", frontend, follow_symlinks=False)
+            "security": [], "responses": {"200": {"description": "HTML"},
+                                          "default": _json_response("Error.", _ref("Error"))}}}
     return app
 
 
@@ -112,21 +105,6 @@ async def public_file(request: web.Request) -> web.StreamResponse:
 async def dashboard(request: web.Request) -> web.Response:
     """Open: the dashboard's mode, and the Pi's URL its cards read the Pi's files from."""
     return web.json_response({"mode": "host", "pi_url": request.app[PI_URL_KEY]})
-
-
-async def index(request: web.Request) -> web.FileResponse:
-    """The full dashboard (host mode)."""
-    return web.FileResponse(request.app[FRONTEND_KEY] / "index.html",
-                            headers={"Cache-Control": "no-cache"})
-
-
-def add_route(app: web.Application, method: str, path: str, handler: Handler,
-              operation: dict[str, Any]) -> None:
-    """Register a route together with its OpenAPI operation, so the document stays true."""
-    app.router.add_route(method, path, handler)
-    responses = operation.setdefault("responses", {})
-    responses.setdefault("default", _json_response("Error.", _ref("Error")))
-    app[OPENAPI_PATHS_KEY].setdefault(path, {})[method.lower()] = operation
 
 
 async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = None,
@@ -215,14 +193,6 @@ def openapi_document(paths: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _stop_on(sig: signal.Signals, stop: asyncio.Event) -> None:
     log.info("%s received; stopping", sig.name)
     stop.set()
-
-
-def _ref(schema: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{schema}"}
-
-
-def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 _HEALTH_SCHEMA: dict[str, Any] = {

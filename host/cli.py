@@ -1,4 +1,5 @@
-"""``edgepair host run|notify``: the host side of the command line."""
+"""``edgepair host run|notify|plan`` and the host's side of ``wake``, ``status`` and
+``check-config``: the host side of the command line."""
 
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from typing import cast
 
 import msgspec
 
+from handshake import clientcmd
 from handshake.errors import EdgepairError
 from handshake.messages import REASONS, Reason
-from handshake.optional import optional_module
-from handshake.util.cliexit import EXIT_FAILED, EXIT_OK, EXIT_USAGE, report
+from handshake.util.cliexit import EXIT_FAILED, EXIT_OK, report
 from handshake.util.sdnotify import Notifier, Watchdog
+from handshake.util.secrets import load_secrets
 from handshake.util.timeutil import parse_iso
 from host import config as host_config
 from host.agent import TICK_S, run
 from host.notify import notify, shutdown_reason
+from host.planner import cli as plan_cli
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +35,22 @@ def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
          on_tick: Callable[[], object] | None = None) -> int:
     """Run ``edgepair host …``; ``run`` talks sd_notify itself unless hooks are given."""
     if argv[:1] == ["plan"]:
-        plan_cli = optional_module("host.planner.cli")
-        if plan_cli is None:
-            print("edgepair: `host plan` is not part of this version", file=sys.stderr)
-            return EXIT_USAGE
-        result: int = plan_cli.main(argv[1:])
-        return result
+        return plan_cli.main(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format=LOG_FORMAT, stream=sys.stderr)
     try:
+        if args.command == "check-config":
+            return clientcmd.check_config(
+                args.file, "host", host_config.load,
+                lambda path: load_secrets(path, host_config.HostSecrets),
+                clientcmd.secrets_path(args.file, "host"))
         config = host_config.load(args.config)
         if args.command == "run":
             return _run(config, on_ready, on_tick)
+        if args.command in ("wake", "status"):
+            command = clientcmd.wake if args.command == "wake" else clientcmd.status
+            return command(config.pi.url, config.secrets().handshake_key, args.json)
         return _notify(config, args)
     except EdgepairError as exc:
         return report(exc)
@@ -95,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="ask the Pi to wake the host then, e.g. 2026-01-01T07:00:00Z")
     notify.add_argument("--deadline", type=_seconds, metavar="S",
                         help="give up after S seconds (default: pi.notify_deadline_s)")
+    for name, text in (("wake", "ask the Pi to wake the host"),
+                       ("status", "show the host's state as the Pi sees it")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    check = sub.add_parser("check-config", help="validate a host config file and its secrets")
+    check.add_argument("file", type=Path)
+    check.add_argument("--side", choices=["host"], help=argparse.SUPPRESS)
     return parser
 
 

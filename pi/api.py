@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -19,18 +18,18 @@ from aiohttp import web
 from handshake import __version__, documents
 from handshake.auth import Verifier
 from handshake.documents import InboxDocument
-from handshake.http import json_body, json_error, make_app, signed, verify_request
+from handshake.http import add_frontend, json_body, json_error, make_app, signed, verify_request
 from handshake.messages import ComingOnline, GoingOffline, WakeRequest
-from handshake.optional import optional_module
 from handshake.replay import NonceStore
 from handshake.util.timeutil import iso
-from pi import pistats
+from pi import pihole_stats, pistats
 from pi import state as sm
 from pi.config import PiConfig
+from pi.control import planapi
 from pi.dns import make_backend
 from pi.heartbeat import HeartbeatProbe
 from pi.hostloop import HostController
-from pi.openapi import PI_OPENAPI
+from pi.openapi import OPENAPI, PI_OPENAPI
 from pi.ratelimit import TokenBucket
 from pi.wol import WolSender
 
@@ -47,9 +46,6 @@ PI_STATS_INTERVAL_S = 60.0
 PI_STATS_FIRST_REFRESH_S = 5.0
 # Anonymous wake bursts: a user double-clicking the button is fine, a script is not.
 ANONYMOUS_WAKE_BURST = 3
-# Modules that add routes with ``add_routes(app, config)`` (the plan endpoint, …).
-API_EXTENSIONS = ("pi.control.planapi",)
-OPENAPI = web.AppKey("openapi", dict[str, Any])
 # Loops that feed the systemd watchdog (each kicks at least every heartbeat interval).
 WATCHDOG_LOOPS = ("heartbeat",)
 
@@ -72,14 +68,10 @@ def build_app(config: PiConfig, controller: HostController, key: bytes,
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/data/{name}", public_file)
     app[OPENAPI] = copy.deepcopy(PI_OPENAPI)
-    for module_name in API_EXTENSIONS:
-        module = optional_module(module_name)
-        if module is not None:
-            module.add_routes(app, config)  # adds its routes and their OpenAPI paths
+    planapi.add_routes(app, config)  # PUT /api/v1/plan and its OpenAPI paths
     frontend = config.api.frontend_dir
     if frontend is not None and (frontend / "index.html").is_file():
-        app.router.add_get("/", index)
-        app.router.add_static("/", frontend, follow_symlinks=False)
+        add_frontend(app, frontend)
     else:
         app.router.add_get("/", no_frontend)
     return app
@@ -182,13 +174,6 @@ async def public_file(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def index(request: web.Request) -> web.FileResponse:
-    """The dashboard."""
-    frontend = request.app[CONFIG].api.frontend_dir
-    assert frontend is not None
-    return web.FileResponse(frontend / "index.html", headers={"Cache-Control": "no-cache"})
-
-
 async def no_frontend(request: web.Request) -> web.Response:
     """``GET /`` without a dashboard: a small page saying what this is and where to go."""
     return web.Response(text=NO_FRONTEND_HTML.format(version=html.escape(__version__)),
@@ -244,9 +229,7 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                          config.dns.name, controller.desired_address(), config.dns.backend)
                 async with controller.running(), asyncio.TaskGroup() as group:
                     if config.pihole is not None:
-                        pihole_stats = optional_module("pi.pihole_stats")
-                        if pihole_stats is not None:
-                            group.create_task(pihole_stats.run(config, session))
+                        group.create_task(pihole_stats.run(config, session))
                     ready()
                     group.create_task(_publish_pi_stats(config))
             finally:

@@ -1,52 +1,45 @@
-"""``edgepair demo``: every Pi daemon and a simulated host, devices emulated, all on 127.0.0.1."""
+"""The Pi side of ``edgepair demo``: every Pi daemon, with emulated plugs and inverter.
+
+Run by ``handshake.demo`` as ``python -m pi.demo --dir D --port P``: it writes the Pi's
+config, starts the emulated devices and the daemons, and touches ``D/pi-ready`` once every
+daemon is ready. The host's plug draws what the simulated host (another process) says it
+is doing, through the ``host-power-state`` file.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import logging
-import os
 import signal
-import socket
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
-from handshake.auth import keygen
-from handshake.client import HandshakeClient
-from handshake.errors import EdgepairError
+from handshake.command import configure_logging
+from handshake.demo import (
+    DNS_PORT,
+    HOST_ADDRESS,
+    HOST_PORT,
+    HOST_POWER,
+    MAC,
+    PI_ADDRESS,
+    READY,
+    ROOT,
+    SECRETS,
+    TAPO_PASSWORD,
+    TAPO_USER,
+    WOL_PORT,
+)
 from handshake.util.cliexit import report_group
-from handshake.util.timeutil import utcnow
-from host import config as host_config
+from pi import cli
 from pi import config as pi_config
-
-log = logging.getLogger("edgepair.demo")
-
-MAC = "02:ED:6E:9A:17:01"
-PI_ADDRESS = "127.0.0.1"
-HOST_ADDRESS = "127.0.0.3"
-HOST_PORT = 8771
-WOL_PORT = 9009
-DNS_PORT = 5335
-# The simulated host "boots" this long after the magic packet, then stays up this long.
-BOOT_S = 3.0
-AWAKE_S = 90.0
-# The emulated plugs' own account (loopback only).
-TAPO_USER, TAPO_PASSWORD = "demo@example.com", "demo-password"
-ROOT = Path(__file__).resolve().parent.parent
+from pi.sim.inverter import EmulatedInverter
+from pi.sim.plug import EmulatedPlug, host_draw
 
 
-def write_configs(root: Path, api_port: int, plug_ports: dict[str, int],
-                  inverter_port: int) -> tuple[Path, Path]:
-    """Loopback-only configs for both sides (the demo's embedded defaults)."""
-    root.mkdir(parents=True, exist_ok=True)
-    secrets = root / "secrets.toml"
-    if not secrets.exists():
-        secrets.write_text(f'handshake_key = "{keygen()}"\ntapo_username = "{TAPO_USER}"\n'
-                           f'tapo_password = "{TAPO_PASSWORD}"\n')
-    os.chmod(secrets, 0o600)
+def write_config(root: Path, api_port: int, plug_ports: dict[str, int], inverter_port: int) -> Path:
+    """The Pi's loopback-only config (the demo's embedded defaults)."""
+    secrets = root / SECRETS
     frontend = ROOT / "frontend-dist"
     plugs = "".join(f"""
 [[power.plugs]]
@@ -110,132 +103,31 @@ address = "127.0.0.1"
 port = {inverter_port}
 register = 100
 """)
-    host = root / "host.toml"
-    host.write_text(f"""# edgepair demo: the simulated host's agent
-[host]
-listen = "{HOST_ADDRESS}:{HOST_PORT}"
-state_dir = "{root / 'host-state'}"
-secrets_file = "{secrets}"
-frontend_dir = "{frontend}"
-
-[pi]
-url = "http://127.0.0.1:{api_port}"
-notify_deadline_s = 10
-
-[snapshot]
-volumes = ["{root}"]
-
-[inbox]
-dir = "{root / 'host-inbox'}"
-""")
-    return pi, host
+    return pi
 
 
-class SimulatedHost:
-    """Sleeps until a magic packet for its MAC arrives on 127.0.0.1, boots, naps again."""
-
-    def __init__(self, config: host_config.HostConfig, inverter: Any,
-                 awake_s: float = AWAKE_S) -> None:
-        self.config = config
-        self.inverter = inverter
-        self.awake_s = awake_s
-        self.magic = bytes.fromhex("ff" * 6 + MAC.replace(":", "") * 16)
-        self.wake = asyncio.Event()
-        self.state = "asleep"  # what its plug sees: asleep | booting | up
-
-    async def run(self) -> None:
-        from host import agent, notify  # noqa: PLC0415
-
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", WOL_PORT))
-        sock.setblocking(False)
-        listener = asyncio.create_task(self._listen(loop, sock))
-        try:
-            await self.push_plan()
-            while True:
-                log.info("simulated host is asleep; waiting for a magic packet on 127.0.0.1:%d",
-                         WOL_PORT)
-                await self.wake.wait()
-                self.wake.clear()
-                self.state = "booting"
-                log.info("magic packet received: the simulated host boots (%.0f s)", BOOT_S)
-                await asyncio.sleep(BOOT_S)
-                stop = asyncio.Event()
-                server = asyncio.create_task(agent.run(self.config, stop=stop))
-                await asyncio.sleep(0.3)
-                self.state = "up"
-                await self._notify(notify, "coming-online")
-                await self.push_plan()
-                log.info("simulated host is up; it will go to sleep in %.0f s", self.awake_s)
-                await asyncio.sleep(self.awake_s)
-                await self._notify(notify, "going-offline")
-                stop.set()
-                await server
-                self.state = "asleep"
-        finally:
-            listener.cancel()
-            sock.close()
-
-    async def push_plan(self) -> None:
-        """What the host's planner does after it wakes: plan the next 24 h, push it signed."""
-        from host.planner.cli import demo_plan  # noqa: PLC0415
-
-        soc = self.inverter.battery.soc_pct
-        plan = await asyncio.to_thread(demo_plan, utcnow(), soc, int(time.time()), ("boiler",))
-        key = self.config.secrets().handshake_key
-        try:
-            async with HandshakeClient(self.config.pi.url, key) as client:
-                await client.request("PUT", "/api/v1/plan", plan)
-            log.info("simulated host pushed an energy plan (%d slots)", len(plan["slots"]))
-        except EdgepairError as exc:
-            log.warning("simulated host could not push its plan: %s", exc)
-
-    async def _listen(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        while True:
-            data = await loop.sock_recv(sock, 1024)
-            if data == self.magic:
-                self.wake.set()
-
-    async def _notify(self, notify: Any, kind: str) -> None:
-        try:
-            await notify.notify(self.config, kind, reason="suspend")
-        except EdgepairError as exc:
-            log.warning("simulated host could not notify the Pi: %s", exc)
+def host_power(root: Path) -> str:
+    """What the simulated host says it is doing (asleep until it has said anything)."""
+    try:
+        return (root / HOST_POWER).read_text().strip() or "asleep"
+    except OSError:
+        return "asleep"
 
 
-def banner(api_port: int, root: Path) -> str:
-    api = f"http://127.0.0.1:{api_port}"
-    return f"""
-edgepair demo is running (everything on 127.0.0.1; Ctrl-C stops it)
-
-  dashboard      {api}/            (the host's full view, while it is up: http://{HOST_ADDRESS}:{HOST_PORT}/)
-  host state     curl -s {api}/api/v1/status
-  public files   {root / 'pi-state/public'}
-  DNS answer     dig @127.0.0.1 -p {DNS_PORT} nas.home.arpa +short
-                 {HOST_ADDRESS} = the host is online, {PI_ADDRESS} = the Pi stands in
-  press wake     the dashboard's Wake button, or
-                 curl -s -X POST {api}/api/v1/wake          (anonymous, rate-limited)
-                 edgepair wake --config {root / 'pi.toml'}   (signed)
-  drop a file    cp SOMEFILE {root / 'inbox'}/   → delivered to {root / 'host-inbox'} once the host is up
-
-Emulated: two Tapo P110 plugs (KLAP; "nas" draws what the simulated host draws), a
-Modbus hybrid inverter with a battery, and the host. The host sleeps now; wake it and
-watch the DNS answer flip. It stays up {AWAKE_S:.0f} s, pushes an energy plan, then
-announces going-offline with a snapshot and sleeps again.
-"""
-
-
-def main(directory: Path | None, api_port: int) -> int:
-    root = (directory or Path(tempfile.mkdtemp(prefix="edgepair-demo-"))).resolve()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pi.demo")
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    configure_logging()
     try:
         with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-            asyncio.run(_run(root, api_port))
+            asyncio.run(_run(args.dir.resolve(), args.port))
     except BaseExceptionGroup as group:  # a daemon could not start (a port in use, …)
         code = report_group(group)
         if code is None:
             raise
-        print(f"edgepair demo: it needs 127.0.0.1 ports {api_port}, {DNS_PORT} and {WOL_PORT} "
+        print(f"edgepair demo: it needs 127.0.0.1 ports {args.port}, {DNS_PORT} and {WOL_PORT} "
               f"(udp), and {HOST_ADDRESS}:{HOST_PORT}: is another demo running?",
               file=sys.stderr)
         return code
@@ -243,10 +135,6 @@ def main(directory: Path | None, api_port: int) -> int:
 
 
 async def _run(root: Path, api_port: int) -> None:
-    from pi import daemons  # noqa: PLC0415
-    from pi.sim.inverter import EmulatedInverter  # noqa: PLC0415
-    from pi.sim.plug import EmulatedPlug, host_draw  # noqa: PLC0415
-
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -255,44 +143,25 @@ async def _run(root: Path, api_port: int) -> None:
 
     inverter = EmulatedInverter(weather=True, speed=60)
     inverter_port = await inverter.start("127.0.0.1", 0)
-    host_box: list[SimulatedHost] = []
     plugs = {
         "nas": EmulatedPlug(username=TAPO_USER, password=TAPO_PASSWORD, nickname="nas",
-                            power=host_draw(lambda: host_box[0].state if host_box else "asleep")),
+                            power=host_draw(lambda: host_power(root))),
         "fridge": EmulatedPlug(username=TAPO_USER, password=TAPO_PASSWORD, nickname="fridge",
                                power_w=85.0),
     }
     ports = {name: await plug.start("127.0.0.1", 0) for name, plug in plugs.items()}
     try:
-        pi_path, host_path = write_configs(root, api_port, ports, inverter_port)
         (root / "inbox").mkdir(exist_ok=True)
-        pi = pi_config.load(pi_path)
-        host = host_config.load(host_path)
-        simulated = SimulatedHost(host, inverter)
-        host_box.append(simulated)
-        names = pi.daemons()
-        pending = len(names)
-        all_ready = asyncio.Event()
-
-        def ready() -> None:
-            nonlocal pending
-            pending -= 1
-            if pending == 0:
-                all_ready.set()
-                print(banner(api_port, root), flush=True)
-
-        async def host_after_pi() -> None:
-            await all_ready.wait()
-            await simulated.run()
-
-        async with asyncio.TaskGroup() as group:
-            for name in names:
-                module = daemons.load(name)
-                assert module is not None, name
-                group.create_task(module.run(pi, ready=ready, kick=lambda _name: None))
-            group.create_task(host_after_pi())
+        config = pi_config.load(write_config(root, api_port, ports, inverter_port))
+        modules = {name: cli.daemon_module(name) for name in config.daemons()}
+        await cli.run_daemons(config, modules, ready=(root / READY).touch,
+                              kick=lambda _name: None)
     finally:
         # After the daemons: the control daemon writes the safe state on the way out.
         for plug in plugs.values():
             await plug.stop()
         await inverter.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

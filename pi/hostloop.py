@@ -16,7 +16,6 @@ from typing import Any
 from handshake import documents
 from handshake.documents import HostDocument, SnapshotDocument, schema_of
 from handshake.errors import EdgepairError
-from handshake.optional import optional_module
 from handshake.util import atomic, privatefile, strictjson
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
@@ -24,6 +23,7 @@ from pi import state as sm
 from pi.config import PiConfig
 from pi.dns import DnsBackend
 from pi.heartbeat import Beat
+from pi.power import diagnosis
 from pi.schedule import next_wake, zone
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,6 @@ class HostController:
         self.tz = zone(config.schedule)
         self.next_scheduled = self._next_scheduled(clock())
         self._last_publish = 0.0
-        diagnosis = optional_module("pi.power.diagnosis")
-        self._diagnose = None if diagnosis is None else diagnosis.host_power
 
     # -- state -------------------------------------------------------------------------
 
@@ -285,10 +283,7 @@ class HostController:
 
     def power_diagnosis(self, now: float) -> dict[str, Any] | None:
         """Whether the host's plug still draws working power ("hung") or not ("off")."""
-        if self._diagnose is None:
-            return None
-        result: dict[str, Any] | None = self._diagnose(self.config, self.status.state.value, now)
-        return result
+        return diagnosis.host_power(self.config, self.status.state.value, now)
 
     def publish(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
+
 from handshake import __version__
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {
@@ -18,6 +20,9 @@ def _json(schema: dict[str, Any], description: str = "ok") -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _ERROR for code in codes}
 
+
+# The app's own copy of the document: modules that add routes add their paths to it.
+OPENAPI = web.AppKey("openapi", dict[str, Any])
 
 PI_OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -37,8 +42,8 @@ PI_OPENAPI: dict[str, Any] = {
                              "additionalProperties": False, "properties": {
                                  "reason": {"enum": ["shutdown", "suspend", "reboot"]},
                                  "wake_at": {"type": ["string", "null"], "format": "date-time"},
-                                 "snapshot": {"type": "object", "description":
-                                              "informational; nested at most 32 levels"}}},
+                                 "snapshot": {"type": ["object", "null"],
+                                              "description": "null: no snapshot; nested at most 32 levels"}}},
             "ComingOnline": {"type": "object", "additionalProperties": False, "properties": {
                 "boot_id": {"type": ["string", "null"]}}},
             "Wake": {"type": "object", "additionalProperties": False, "properties": {
@@ -95,7 +100,7 @@ PI_OPENAPI: dict[str, Any] = {
                                          "responses": {"200": _json({"type": "object"})}}},
         "/data/{name}": {"get": {
             "summary": "A public JSON file (host.json, snapshot.json, pi.json, …)",
-            "parameters": [{"name": "name", "in": "path", "required": True,
+            "parameters": [{"name": "name", "in": "path", "required": True, "example": "host.json",
                             "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*\\.json$"}}],
             "responses": {"200": _json({"type": "object"}), **_errors(404)}}},
         "/": {"get": {"summary": "The dashboard; without one ([api] frontend_dir), a small "

@@ -25,7 +25,7 @@ def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("NOTIFY_SOCKET", None)
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "pi.cli", *args], cwd=ROOT, env=env,
+        return subprocess.Popen([sys.executable, "-m", "handshake", *args], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -162,6 +162,6 @@ volumes = ["{root}"]
                      log=self.root / "host.log")
 
     def notify(self, kind: str, *args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "pi.cli", "host", "notify", kind, *args,
+        return subprocess.run([sys.executable, "-m", "handshake", "host", "notify", kind, *args,
                                "--config", str(self.host_config)], cwd=ROOT,
                               capture_output=True, timeout=30, check=False)

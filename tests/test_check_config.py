@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pi import cli
+from handshake import command as cli
 from tests.helpers import KEY
 
 ROOT = Path(__file__).resolve().parent.parent

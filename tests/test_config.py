@@ -7,9 +7,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from handshake import command as cli
 from handshake.errors import ConfigError
 from handshake.util.secrets import load_secrets as _load_secrets
-from pi import cli
 from pi.config import PiSecrets, load, parse_days
 from tests.helpers import KEY, pi_toml, write_secrets
 

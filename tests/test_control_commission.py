@@ -11,7 +11,10 @@ import pytest
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from handshake import documents
+from handshake.documents import ControlDocument
 from handshake.util import atomic
+from handshake.util.timeutil import iso
 from pi.config import load
 from pi.control import daemon
 from pi.control import plan as plans
@@ -56,7 +59,7 @@ async def deye() -> AsyncIterator[Deye]:
 
 async def edgepair(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pi.cli", *args, cwd=ROOT,
+        sys.executable, "-m", "handshake", *args, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
@@ -88,14 +91,14 @@ settle_s = 0
         assert executor.telemetry.battery_w == -1000
 
         # A daemon that could not verify its safe state may have left plan values behind.
-        atomic.write_json(config.public_dir / "control.json",
-                          {"mode": "safe_unverified", "reason": "verify_failed"})
+        documents.publish(config.public_dir / "control.json", ControlDocument(
+            generated_at=iso(clock()), mode="safe_unverified", reason="verify_failed"))
         code, out = await edgepair("control", "commission", "--config", str(path))
         assert code == 1
         assert "may hold plan values" in out
         # Waiting for this very baseline: it never wrote anything.
-        atomic.write_json(config.public_dir / "control.json",
-                          {"mode": "safe_unverified", "reason": "not_commissioned"})
+        documents.publish(config.public_dir / "control.json", ControlDocument(
+            generated_at=iso(clock()), mode="safe_unverified", reason="not_commissioned"))
         code, out = await edgepair("control", "commission", "--config", str(path))
         assert code == 0, out
         assert "baseline of 15 register(s) saved" in out
@@ -119,9 +122,16 @@ settle_s = 0
         code, out = await edgepair("control", "commission", "--config", str(path))
         assert code == 1
         assert "--force" in out
-        atomic.write_json(config.public_dir / "control.json", {"mode": "following"})
+        documents.publish(config.public_dir / "control.json", ControlDocument(
+            generated_at=iso(clock()), mode="following"))
         code, out = await edgepair("control", "commission", "--config", str(path), "--force")
         assert code == 0  # --force takes it anyway
+        # A control.json that cannot be read vouches for nothing either.
+        (config.private_dir / daemon.BASELINE_FILE).unlink()
+        (config.public_dir / "control.json").write_text('{"mode": "safe"')
+        code, out = await edgepair("control", "commission", "--config", str(path))
+        assert code == 1
+        assert "cannot tell whether the device holds plan values" in out
     finally:
         for device in executor.devices.values():
             await device.close()

@@ -1,4 +1,4 @@
-"""The control daemon as a process (``python -m pi.cli pi run control``) against the emulated inverter."""
+"""The control daemon as a process (``python -m handshake pi run control``) against the emulated inverter."""
 
 from __future__ import annotations
 

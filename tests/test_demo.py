@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from pi import demo
+from handshake import demo
 from tests.e2e import resolve, spawn, stop, wait_http, wait_state
 from tests.helpers import free_port
 

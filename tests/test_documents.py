@@ -31,7 +31,6 @@ from handshake.documents import (
 from handshake.errors import ValidationError
 from handshake.util.timeutil import iso
 from pi.control.config import Limits
-from pi.inbox import upload
 
 NOW = 1_900_000_000.0
 AT = iso(NOW) or ""
@@ -137,5 +136,3 @@ def test_the_inbox_wire_format_round_trips() -> None:
         ("a/b%20c.txt", b"hello", "0" * 64), ("%C3%A9/x", b"", "f" * 64)]
     with pytest.raises(ValidationError, match="file 1: body ends before its 5 bytes"):
         inboxwire.decode_batch(inboxwire.encode_batch(files[:1])[:-1])
-    # pi/inbox/upload.py keeps its own copy until it imports this one (see the report).
-    assert upload.SMALL_FILE_BYTES == inboxwire.SMALL_FILE_BYTES

@@ -24,7 +24,7 @@ from handshake.errors import FatalError
 from handshake.http import json_body, signed
 from handshake.messages import HostHealth
 from handshake.util.schema import HostPort
-from host import agent, cli
+from host import agent, cli, routes
 from host.config import HostAgentSection, HostConfig, PiLink
 from tests.helpers import KEY, free_port, write_secrets
 
@@ -107,8 +107,8 @@ async def test_signed_route_added_later_is_documented_and_verified(
         return web.json_response(await json_body(request))
 
     app = agent.build_app(host_config(tmp_path, max_body=2048), boot_id=BOOT_ID)
-    agent.add_route(app, "POST", "/api/v1/echo", echo, {
-        "operationId": "echo", "security": agent.SIGNED,
+    routes.add_route(app, "POST", "/api/v1/echo", echo, {
+        "operationId": "echo", "security": routes.SIGNED,
         "responses": {"200": {"description": "the body"}}})
     tc = await aiohttp_client(app)
 

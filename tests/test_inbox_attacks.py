@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from handshake import inboxwire
 from host import agent
-from pi.inbox import daemon, sender, upload
+from pi.inbox import daemon, sender
 from tests.fakes.inbox_site import (
     host_config,
     inbox_json,
@@ -83,7 +84,10 @@ class Swapper(threading.Thread):
         try:
             for i in range(self.swaps):
                 os.symlink(self.outside, link)
-                os.rename(sub, real)
+                try:
+                    os.rename(sub, real)
+                except FileNotFoundError:  # the daemon pruned the emptied folder: a new one
+                    real.mkdir()
                 os.rename(link, sub)  # sub -> outside
                 time.sleep(SWAP_HOLD_S)
                 os.rename(sub, link)
@@ -177,7 +181,7 @@ async def test_a_name_that_is_not_utf8_stays_listed_and_the_rest_goes(
     with open(bad, "wb") as f:
         f.write(b"latin-1 name")
     with open(bad_big, "wb") as f:
-        f.write(os.urandom(upload.SMALL_FILE_BYTES + 1))
+        f.write(os.urandom(inboxwire.SMALL_FILE_BYTES + 1))
     files = {"a.txt": b"alpha", "sub/b.txt": b"beta"}
     for rel, data in files.items():
         (inbox / rel).write_bytes(data)

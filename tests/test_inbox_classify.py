@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from handshake import inboxwire
 from handshake.errors import PeerUnavailable, RequestError
 from pi.inbox import batch, sender, upload
 from pi.inbox.outcome import (
@@ -153,7 +154,7 @@ def test_a_content_mismatch_means_changed_on_every_path() -> None:
 
 
 def _sender(root: Path, rel: str, size: int) -> sender.Sender:
-    tracker = Tracker(settle_s=0, small_bytes=upload.SMALL_FILE_BYTES)
+    tracker = Tracker(settle_s=0, small_bytes=inboxwire.SMALL_FILE_BYTES)
     identity = Identity.of((root / rel).stat())
     assert identity.size == size
     tracker.closed(rel, identity, now=0)
@@ -170,13 +171,13 @@ async def _flush(s: sender.Sender) -> None:
 
 async def test_a_large_file_on_a_full_host_disk_waits_like_a_small_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "big.bin").write_bytes(b"x" * (upload.SMALL_FILE_BYTES + 1))
+    (tmp_path / "big.bin").write_bytes(b"x" * (inboxwire.SMALL_FILE_BYTES + 1))
 
     async def full(*args: Any, **kwargs: Any) -> upload.Sent:
         raise RequestError(507, "insufficient_storage", "the host's inbox disk is full")
 
     monkeypatch.setattr(upload, "send", full)
-    s = _sender(tmp_path, "big.bin", upload.SMALL_FILE_BYTES + 1)
+    s = _sender(tmp_path, "big.bin", inboxwire.SMALL_FILE_BYTES + 1)
     await _flush(s)
     assert s.retry_at == 1000.0 + sender.HOST_PROBLEM_RETRY_S
     assert s.failures == 0, "not a backoff step"

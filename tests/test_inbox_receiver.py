@@ -19,6 +19,7 @@ from handshake.auth import sign
 from handshake.client import HandshakeClient
 from handshake.errors import RequestError
 from host import agent
+from host import routes as host_routes
 from host.inbox import store
 from host.inbox.names import TEMP_DIR
 from tests.fakes.inbox_site import host_config, sha256, tree, until
@@ -252,7 +253,7 @@ async def test_received_json_and_openapi(tmp_path: Path, aiohttp_client: Any) ->
             await put(pi, f"n{i}.txt", f"file {i}".encode())
     doc = (await (await tc.get("/api/v1/openapi.json")).json())
     op = doc["paths"]["/api/v1/inbox/{path}"]["put"]
-    assert op["security"] == agent.SIGNED
+    assert op["security"] == host_routes.SIGNED
     routes = {(r.method, r.resource.canonical) for r in app.router.routes()
               if r.resource is not None and r.method != "HEAD"}
     assert routes == {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}

@@ -187,7 +187,7 @@ async def test_short_or_missing_inputs_are_clear_errors(tmp_path: Path) -> None:
 async def test_the_command_line(tmp_path: Path) -> None:
     path = host_toml(tmp_path, "http://127.0.0.1:9", hours=2)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pi.cli", "host", "plan", "--config", str(path), "--dry-run", cwd=ROOT,
+        sys.executable, "-m", "handshake", "host", "plan", "--config", str(path), "--dry-run", cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
     assert proc.returncode == 1
@@ -195,7 +195,7 @@ async def test_the_command_line(tmp_path: Path) -> None:
     assert b"Traceback" not in err
     (tmp_path / "host.toml").write_text(path.read_text().replace("[planner]", "[planner]\nprice = 1"))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pi.cli", "host", "plan", "--config", str(path), cwd=ROOT,
+        sys.executable, "-m", "handshake", "host", "plan", "--config", str(path), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _out, err = await proc.communicate()
     assert proc.returncode == 2

@@ -99,7 +99,7 @@ def test_no_history_or_no_power_section(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_through_the_edgepair_command(site: Path) -> None:
-    base = [sys.executable, "-m", "pi.cli", "power", "export", "--plug", "nas", "--from",
+    base = [sys.executable, "-m", "handshake", "power", "export", "--plug", "nas", "--from",
             "2026-05-01", "--config", str(site)]
     ok = subprocess.run([*base, "--to", "2026-05-02", "--json"], cwd=ROOT, capture_output=True,
                         timeout=30, check=False)

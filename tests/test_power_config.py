@@ -108,7 +108,7 @@ async def test_daemon_needs_a_power_section(tmp_path: Path) -> None:
 
 def test_pi_run_power_without_credentials_says_so_without_a_traceback(tmp_path: Path) -> None:
     path = power_config(tmp_path, [PlugSpec("nas")], credentials=False)
-    result = subprocess.run([sys.executable, "-m", "pi.cli", "pi", "run", "power", "--config",
+    result = subprocess.run([sys.executable, "-m", "handshake", "pi", "run", "power", "--config",
                              str(path)], cwd=ROOT, capture_output=True, timeout=30, check=False)
     err = result.stderr.decode()
     assert result.returncode != 0
@@ -118,7 +118,7 @@ def test_pi_run_power_without_credentials_says_so_without_a_traceback(tmp_path: 
 
 def test_config_modules_stay_light() -> None:
     """check-config and the api daemon import the power config and diagnosis, never kasa."""
-    code = ("import sys, pi.config, pi.power.config, pi.power.diagnosis, pi.power.daemon; "
+    code = ("import sys, pi.config, pi.power.config, pi.power.diagnosis, pi.api; "
             "print('kasa' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          timeout=30, check=True)

@@ -121,44 +121,50 @@ class Decoder:
             self.add(key, f"expected a table, got {raw!r}")
             raise _Bad
         fields = _fields(cls)
-        known = [f.encode_name for f in fields]
+        self._unknown_keys(cls, raw, [f.encode_name for f in fields], key)
+        values: dict[str, Any] = {}
+        failed = False
+        for field in fields:
+            try:
+                if field.encode_name in raw:
+                    values[field.name] = self.value(field.type, raw[field.encode_name],
+                                                    _join(key, field.encode_name))
+                elif field.required:
+                    self._missing(field, _join(key, field.encode_name))
+            except _Bad:
+                failed = True
+        if failed:
+            raise _Bad
+        return self._complete(cls, values, key)
+
+    def _unknown_keys(self, cls: type[Section], raw: dict[str, Any], known: list[str],
+                      key: str) -> None:
         for name in raw:
             if name not in known and name not in cls.OTHERS_KEYS:
                 hint = difflib.get_close_matches(name, known, n=1)
                 more = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.add(_join(key, name), f"unknown key{more}; known keys: "
                          f"{', '.join(sorted(known)) or 'none'}")
-        values: dict[str, Any] = {}
-        failed = False
-        for field in fields:
-            sub = _join(key, field.encode_name)
-            if field.encode_name not in raw:
-                base = _unwrap(field.type)[0]
-                if field.required and isinstance(base, type) and issubclass(base, Section):
-                    try:  # a missing section: say which of its keys are required
-                        self.struct(base, {}, sub)
-                    except _Bad:
-                        failed = True
-                        continue
-                if field.required:
-                    self.add(sub, "required key is missing")
-                    failed = True
-                continue
-            try:
-                values[field.name] = self.value(field.type, raw[field.encode_name], sub)
-            except _Bad:
-                failed = True
-        if failed:
-            raise _Bad
+
+    def _missing(self, field: msgspec.structs.FieldInfo, key: str) -> None:
+        """A required key is absent: for a section, say which of its own keys are required."""
+        base = _unwrap(field.type)[0]
+        if isinstance(base, type) and issubclass(base, Section):
+            self.struct(base, {}, key)  # raises _Bad naming the section's required keys
+        self.add(key, "required key is missing")
+        raise _Bad
+
+    def _complete(self, cls: type[S], values: dict[str, Any], key: str) -> S:
+        """The section from valid keys: derived defaults computed, cross-key rules checked."""
         derived = {name: rule for name, rule in cls.DERIVED.items() if name not in values}
         result = cls(**values)  # a derived key's own default stands in until it is computed
         if derived:
             result = msgspec.structs.replace(
                 result, **{name: rule.compute(result) for name, rule in derived.items()})
-        for sub, message in result.problems():
+        problems = list(result.problems())
+        for sub, message in problems:
             self.add(_join(key, sub), message)
-            failed = True
-        if failed:
+        if problems:
             raise _Bad
         return result
 
@@ -166,18 +172,7 @@ class Decoder:
         base, extras = _unwrap(tp)
         parse = next((e for e in extras if isinstance(e, Parse)), None)
         if parse is not None:
-            try:
-                result = parse.parse(raw, self.file) if parse.with_file else parse.parse(raw)
-            except ConfigError as exc:  # a file the value names (a profile) is itself wrong
-                for problem in exc.problems:
-                    self.add(key, problem)
-                raise _Bad from None
-            except (ValueError, TypeError) as exc:
-                said = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
-                # A parser may say precisely what is wrong ("expected at least 32 bytes…").
-                self.add(key, said if said.startswith("expected ")
-                         else f"expected {parse.expected}, got {raw!r}")
-                raise _Bad from None
+            result = self._parsed(parse, raw, key)
         elif isinstance(base, type) and issubclass(base, Section):
             result = self.struct(base, raw, key)
         elif (item := _struct_items(base)) is not None:
@@ -194,6 +189,20 @@ class Decoder:
                 self.add(key, f"expected {check.expected}, got {raw!r}")
                 raise _Bad
         return result
+
+    def _parsed(self, parse: Parse, raw: object, key: str) -> Any:
+        try:
+            return parse.parse(raw, self.file) if parse.with_file else parse.parse(raw)
+        except ConfigError as exc:  # a file the value names (a profile) is itself wrong
+            for problem in exc.problems:
+                self.add(key, problem)
+            raise _Bad from None
+        except (ValueError, TypeError) as exc:
+            said = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+            # A parser may say precisely what is wrong ("expected at least 32 bytes…").
+            self.add(key, said if said.startswith("expected ")
+                     else f"expected {parse.expected}, got {raw!r}")
+            raise _Bad from None
 
     def _table_list(self, item: type[Section], raw: object, key: str) -> tuple[Section, ...]:
         if not isinstance(raw, list) or not all(isinstance(v, dict) for v in raw):

@@ -178,7 +178,8 @@ OPERATION: dict[str, Any] = {
     "description": "Body: per file one JSON line {\"path\", \"bytes\", \"sha256\"} and then "
                    "exactly that many bytes. Each file is answered as its own PUT would be.",
     "security": [{"EdgePair": []}],
-    "requestBody": {"required": True,
+    # An empty body (Content-Length: 0) is an empty batch: HTTP can't tell it from none.
+    "requestBody": {"required": False, "description": "The framed files; none: no files.",
                     "content": {CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
     "responses": {
         "200": {"description": "One outcome per file, in order.", "content": {

@@ -25,19 +25,19 @@ from aiohttp import web
 
 from handshake import inboxwire
 from handshake.http import CONTENT_SHA256, json_error, verify_headers_only
-from host import agent
 from host.config import HostConfig
 from host.inbox import batch, names, store
 from host.inbox.config import HostInboxConfig
 from host.inbox.ledger import Ledger, Receipt
 from host.inbox.state import RECEIVER_KEY, Receiver, unavailable
+from host.routes import OPENAPI_PATHS_KEY, PREFIX, SIGNED, add_route
 
 log = logging.getLogger(__name__)
 
 # Any characters, newlines too (the handler refuses control characters with a reason).
-ROUTE = f"{agent.PREFIX}/inbox/{{path:[\\s\\S]*}}"
-DOC_PATH = f"{agent.PREFIX}/inbox/{{path}}"
-_RAW_PREFIX = f"{agent.PREFIX}/inbox/"
+ROUTE = f"{PREFIX}/inbox/{{path:[\\s\\S]*}}"
+DOC_PATH = f"{PREFIX}/inbox/{{path}}"
+_RAW_PREFIX = f"{PREFIX}/inbox/"
 # Bodies up to this size are read at once and stored in one worker-thread call.
 SMALL_FILE_BYTES = inboxwire.SMALL_FILE_BYTES
 # Large bodies are written in batches this big: few thread hops, little memory.
@@ -61,10 +61,10 @@ def add_routes(app: web.Application, config: HostConfig) -> None:
                         config.public_dir / "inbox-received.json")
     app[RECEIVER_KEY] = receiver
     app.cleanup_ctx.append(receiver.context)
-    agent.add_route(app, "PUT", ROUTE, put_file, OPERATION)
-    agent.add_route(app, "POST", f"{agent.PREFIX}/inbox", batch.post_batch, batch.OPERATION)
+    add_route(app, "PUT", ROUTE, put_file, OPERATION)
+    add_route(app, "POST", f"{PREFIX}/inbox", batch.post_batch, batch.OPERATION)
     # OpenAPI names the path parameter without aiohttp's regular expression.
-    paths = app[agent.OPENAPI_PATHS_KEY]
+    paths = app[OPENAPI_PATHS_KEY]
     paths[DOC_PATH] = paths.pop(ROUTE)
 
 
@@ -243,14 +243,15 @@ OPERATION: dict[str, Any] = {
     "description": "The signature covers X-Content-SHA256 and signs sha256(\"\") as the body "
                    "hash: the body is streamed and checked against the header after it is "
                    "written. Idempotent by path + hash.",
-    "security": agent.SIGNED,
+    "security": SIGNED,
     "parameters": [
         {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
          "description": "Percent-encoded relative path; folders are created."},
         {"name": CONTENT_SHA256, "in": "header", "required": True,
          "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
     ],
-    "requestBody": {"required": True,
+    # An empty body (Content-Length: 0) is an empty file: HTTP can't tell it from none.
+    "requestBody": {"required": False, "description": "The file's bytes; none: an empty file.",
                     "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                         "format": "binary"}}}},
     "responses": {

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from handshake import documents
 from handshake.client import HandshakeClient
@@ -309,8 +310,6 @@ async def _none() -> None:
 
 def _tz(planner: PlannerConfig) -> tzinfo:
     if planner.timezone:
-        from zoneinfo import ZoneInfo  # noqa: PLC0415
-
         return ZoneInfo(planner.timezone)
     local = datetime.now().astimezone().tzinfo
     return local or UTC

@@ -21,6 +21,9 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
 
 from handshake.errors import FatalError
 from handshake.util.timeutil import iso, parse_iso
@@ -113,8 +116,6 @@ async def fetch(source: Source, timeout_s: float) -> bytes:
             return await asyncio.to_thread(Path(source.location).read_bytes)
         except OSError as exc:
             raise InputError(f"{source.location}: cannot read: {exc.strerror or exc}") from None
-    import aiohttp  # noqa: PLC0415
-
     try:
         async with aiohttp.ClientSession() as session, session.get(
                 source.location, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
@@ -289,8 +290,6 @@ def _zone(doc: dict[str, Any], tz: tzinfo) -> tzinfo:
     name = doc.get("message", {}).get("info", {}).get("timezone") \
         if isinstance(doc.get("message"), dict) else None
     if isinstance(name, str):
-        from zoneinfo import ZoneInfo  # noqa: PLC0415
-
         try:
             return ZoneInfo(name)
         except Exception:

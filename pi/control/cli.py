@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from handshake import documents
+from handshake.documents import ControlDocument, DocumentError
 from handshake.errors import ConfigError, EdgepairError
 from handshake.util import atomic
 from handshake.util.cliexit import EXIT_FAILED, EXIT_OK, report
 from handshake.util.timeutil import iso, utcnow
+from pi import config as pi_config
 from pi.control import profile as profiles
 from pi.control.config import ControlConfig
 from pi.control.daemon import BASELINE_FILE, BASELINE_SCHEMA, make_devices
@@ -28,8 +31,6 @@ def main(argv: list[str]) -> int:
             note = " (verify on your unit)" if p.verify_on_unit else ""
             print(f"{name:16} {p.kind:9} {p.description}{note}")
         return EXIT_OK
-    from pi import config as pi_config  # noqa: PLC0415
-
     try:
         config = pi_config.load(args.config)
         control: ControlConfig | None = config.control
@@ -40,10 +41,10 @@ def main(argv: list[str]) -> int:
         return report(exc)
 
 
-def _holds_own_settings(status: dict[str, object]) -> bool:
+def _holds_own_settings(status: ControlDocument) -> bool:
     """Whether control.json vouches that edgepair left nothing of a plan on the device:
     a verified safe state, or never having written (it waits for this very baseline)."""
-    return status.get("mode") == "safe" or status.get("reason") == "not_commissioned"
+    return status.mode == "safe" or status.reason == "not_commissioned"
 
 
 def commission(control: ControlConfig, private: Path, public: Path, *, force: bool) -> int:
@@ -54,10 +55,17 @@ def commission(control: ControlConfig, private: Path, public: Path, *, force: bo
         print(f"edgepair: a baseline was taken at {existing.get('taken_at')} ({path}); the safe "
               "state restores it. Replace it with --force.", file=sys.stderr)
         return EXIT_FAILED
-    status = atomic.read_json(public / "control.json") if (public / "control.json").exists() else None
-    if isinstance(status, dict) and not _holds_own_settings(status) and not force:
-        print(f"edgepair: the control daemon reports mode {status.get('mode')!r} "
-              f"({status.get('reason')}), so the device may hold plan values, not your own "
+    try:
+        status = documents.read(public / documents.FILES[ControlDocument], ControlDocument)
+    except DocumentError as exc:  # it cannot vouch for the device's registers
+        if not force:
+            print(f"edgepair: {exc}: cannot tell whether the device holds plan values; "
+                  "pass --force to take the baseline anyway.", file=sys.stderr)
+            return EXIT_FAILED
+        status = None
+    if status is not None and not _holds_own_settings(status) and not force:
+        print(f"edgepair: the control daemon reports mode {status.mode!r} "
+              f"({status.reason}), so the device may hold plan values, not your own "
               "settings. Stop edgepair-pi-control (it leaves the safe state) and run this "
               "again once control.json says safe, or pass --force.", file=sys.stderr)
         return EXIT_FAILED

@@ -15,6 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
 from handshake import documents
 from handshake.documents import ControlDocument
 from handshake.errors import ConfigError, ValidationError
@@ -165,9 +168,6 @@ class Publisher:
 
 def _watch(directory: Path, loop: asyncio.AbstractEventLoop, notify: Callable[[], None]) -> Any:
     """A watchdog observer that calls ``notify`` (in the loop) when plan or baseline change."""
-    from watchdog.events import FileSystemEvent, FileSystemEventHandler  # noqa: PLC0415
-    from watchdog.observers import Observer  # noqa: PLC0415
-
     names = {plans.PLAN_FILE, BASELINE_FILE}
     # Not opened/closed_no_write: reading the plan must not look like a change to it.
     kinds = {"created", "modified", "moved", "deleted", "closed"}

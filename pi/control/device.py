@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
 
 from handshake.errors import TemporaryError
 from pi.control.profile import Register
-
-if TYPE_CHECKING:
-    from pymodbus.client import AsyncModbusTcpClient
 
 # Registers closer than this are read in one request (the gap is read and dropped):
 # fewer round trips beat a few wasted words.
@@ -55,8 +55,6 @@ class ModbusDevice:
     """One Modbus TCP unit (an inverter, a relay) through pymodbus' asyncio client."""
 
     def __init__(self, host: str, port: int, device_id: int, timeout_s: float) -> None:
-        from pymodbus.client import AsyncModbusTcpClient  # noqa: PLC0415 - heavy, Modbus only
-
         # pymodbus logs each failed connect at ERROR with a frame dump; the executor reports
         # the same failure once (QuietLogger) and the recovery.
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -85,8 +83,6 @@ class ModbusDevice:
         return out
 
     async def _read(self, table: str, start: int, count: int) -> list[int]:
-        from pymodbus.exceptions import ModbusException  # noqa: PLC0415
-
         await self._connect()
         dev = self.device_id
         try:
@@ -109,8 +105,6 @@ class ModbusDevice:
         return list(resp.registers[:count])
 
     async def write(self, register: Register, raw: int) -> None:
-        from pymodbus.exceptions import ModbusException  # noqa: PLC0415
-
         await self._connect()
         what = f"{self.name}: write {register.name} ({register.table} {register.address}) = {raw}"
         try:

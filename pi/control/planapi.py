@@ -19,6 +19,7 @@ from handshake.util.timeutil import utcnow
 from pi.config import PiConfig
 from pi.control import plan as plans
 from pi.control.config import ControlConfig
+from pi.openapi import OPENAPI
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,11 @@ def plan_path(config: PiConfig) -> Path:
 
 def add_routes(app: web.Application, config: PiConfig) -> None:
     """Register ``PUT /api/v1/plan`` and its OpenAPI entry."""
-    from pi import api  # noqa: PLC0415 - pi.api imports this module
-
     app[CONFIG] = config
     app[LOCK] = asyncio.Lock()
     app.router.add_put(PATH, put_plan)
-    app[api.OPENAPI]["paths"][PATH] = OPENAPI_PATH
-    app[api.OPENAPI]["components"]["schemas"]["Plan"] = PLAN_SCHEMA
+    app[OPENAPI]["paths"][PATH] = OPENAPI_PATH
+    app[OPENAPI]["components"]["schemas"]["Plan"] = PLAN_SCHEMA
 
 
 @signed

@@ -45,7 +45,7 @@ class DnsRejected(FatalError):
 def make_backend(dns: DnsSection, secrets: Secrets, *,
                  session: aiohttp.ClientSession | None = None) -> DnsBackend:
     """The backend ``dns.backend`` names; ``session`` is shared (not closed) when given."""
-    # Imports are local so a daemon loads only the backend it runs.
+    # Imports are local so a daemon loads only the backend it runs (dnspython: +2.4 MB RSS).
     if dns.backend == "builtin":
         from pi.dns.builtin import BuiltinDns  # noqa: PLC0415 - see above
 

@@ -29,8 +29,8 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
+from handshake import inboxwire
 from handshake.client import HandshakeClient
 from handshake.util.timeutil import iso
 from pi.inbox import safeopen
@@ -39,14 +39,11 @@ from pi.inbox.tracker import Identity
 
 # Read and send in pieces this big: few thread hops, a few MB of memory at most.
 CHUNK_BYTES = 1024 * 1024
-# Files up to this size are read, hashed and sent in one piece.
-SMALL_FILE_BYTES = 256 * 1024
 # No piece accepted by the host for this long: it fell asleep or the network is gone
 # (TCP alone would wait for minutes).
 STALL_S = 30.0
 # The host fsyncs the whole file before it answers; a slow disk takes a while for a large one.
 ANSWER_S = 120.0
-PATH_PREFIX = "/api/v1/inbox/"
 # A sent file is renamed to this hidden prefix + a token + its name just before it goes.
 SENT_PREFIX = ".edgepair-sent-"
 # Linux's NAME_MAX: the longest file name, in bytes.
@@ -81,7 +78,7 @@ class Sent:
 
 def url_path(rel: str) -> str:
     """The request path for ``rel`` (raw bytes percent-encoded, ``/`` kept)."""
-    return PATH_PREFIX + quote(os.fsencode(rel), safe="/")
+    return inboxwire.FILE_PATH_PREFIX + inboxwire.encode_path(rel)
 
 
 async def send(client: HandshakeClient, root: Path, rel: str, progress: Progress, *,
@@ -164,7 +161,7 @@ def open_file(root: Path, rel: str, small: bool = True, need_proof: bool = False
         if writer or (writer is None and need_proof):
             raise StillOpen(f"{path}: still open for writing" if writer else
                             f"{path}: not seen closed yet (and no lease to ask)")
-        if st.st_size > SMALL_FILE_BYTES or not small:
+        if st.st_size > inboxwire.SMALL_FILE_BYTES or not small:
             return fd, Identity.of(st), None
         data = os.pread(fd, st.st_size, 0)
         if len(data) != st.st_size:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from handshake.errors import ConfigError
 from handshake.util.cliexit import report
 from handshake.util.timeutil import iso, parse_iso
+from pi import config as pi_config
 from pi.power.config import PowerConfig
 from pi.power.history import MWMS_PER_WH, Calendar, DayRow, History, MinuteRow, database_path
 
@@ -61,8 +62,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def export(args: argparse.Namespace, out: TextIO) -> int:
-    from pi import config as pi_config  # noqa: PLC0415 - keep `edgepair power --help` quick
-
     config = pi_config.load(args.config)
     power = config.power
     if not isinstance(power, PowerConfig):

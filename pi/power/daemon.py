@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from handshake.errors import ConfigError
 from pi.config import PiConfig
 from pi.power.config import PowerConfig, credentials
+from pi.power.plug import KasaPlug
+from pi.power.service import PowerService
 
 log = logging.getLogger("pi.power")
 
@@ -32,9 +34,6 @@ async def run(config: PiConfig, *, ready: Callable[[], None], kick: Callable[[st
     secrets = config.secrets()
     username, password = credentials(secrets.tapo_username, secrets.tapo_password,
                                      config.pi.secrets_file)
-    from pi.power.plug import KasaPlug  # noqa: PLC0415 - python-kasa only when running
-    from pi.power.service import PowerService  # noqa: PLC0415
-
     links = {p.name: KasaPlug(p, username, password, power.update_timeout_s) for p in power.plugs}
     service = PowerService(config, power, dict(links))
     with quiet_kasa():

@@ -144,11 +144,11 @@ class Children:
         atexit.register(self.stop_all)
 
     def spawn(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
-        """``edgepair ARGS`` (``python -m pi.cli``) as a child process, logging to ``log``."""
+        """``edgepair ARGS`` (``python -m handshake``) as a child process, logging to ``log``."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("NOTIFY_SOCKET", None)  # never talk to a real systemd
         with log.open("ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "pi.cli", *args], cwd=ROOT, env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "handshake", *args], cwd=ROOT, env=env,
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT)
         self.procs.append(proc)

@@ -254,7 +254,7 @@ settle_s = 0.2
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("NOTIFY_SOCKET", None)
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pi.cli", "--log-level", "WARNING", "pi", "run",
+        proc = subprocess.Popen([sys.executable, "-m", "handshake", "--log-level", "WARNING", "pi", "run",
                                  "control", "--config", str(config)], cwd=ROOT, env=env,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -55,8 +55,8 @@ sys.path.insert(0, str(ROOT))
 from _common import free_port, memory  # noqa: E402
 
 from handshake.auth import keygen  # noqa: E402
+from handshake.inboxwire import SMALL_FILE_BYTES  # noqa: E402
 from handshake.util import atomic  # noqa: E402
-from pi.inbox.upload import SMALL_FILE_BYTES  # noqa: E402
 
 MIB = 1024 * 1024
 FULL = {"large": (1, 1024 * MIB), "small": (10_000, 10 * 1024)}
@@ -127,9 +127,9 @@ class Bench:
                                    "--address=127.0.0.1", f"--log-file={work}/rsyncd.log"],
                                   "rsyncd.log.out")
         self.set_host("offline")
-        self.host = self._spawn([sys.executable, "-m", "pi.cli", "host", "run", "--config",
+        self.host = self._spawn([sys.executable, "-m", "handshake", "host", "run", "--config",
                                  str(work / "host.toml")], "host.log")
-        self.daemon = self._spawn([sys.executable, "-m", "pi.cli", "--log-level", "WARNING",
+        self.daemon = self._spawn([sys.executable, "-m", "handshake", "--log-level", "WARNING",
                                    "pi", "run", "inbox", "--config", str(work / "pi.toml")],
                                   "inbox.log")
         wait(lambda: port_open(self.host_port) and port_open(self.rsync_port)

@@ -46,15 +46,12 @@ def rss():
             return int(line.split()[1]) * 1024 / 1e6
 out = [("python", rss())]
 for name in sys.argv[1:]:
-    if name == "daemons.available()":
-        import pi.daemons; pi.daemons.available()
-    else:
-        importlib.import_module(name)
+    importlib.import_module(name)
     out.append((name, rss()))
 print(json.dumps(out))
 """
 LAYER_NAMES = ("asyncio", "aiohttp", "cryptography.hazmat.primitives.ciphers", "kasa",
-               "pi.power.service", "pi.power.plug", "pi.cli", "daemons.available()")
+               "pi.power.service", "pi.power.plug", "pi.cli", "handshake.command")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +89,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await site.start()
         for label, command in (
-                ("edgepair pi run power", [sys.executable, "-m", "pi.cli", "--log-level", "WARNING",
+                ("edgepair pi run power", [sys.executable, "-m", "handshake", "--log-level", "WARNING",
                                            "pi", "run", "power", "--config", str(site.config)]),
                 ("run() without the CLI", [sys.executable, "-c", RUNNER, str(site.config)])):
             say(f"  {label}: {args.seconds:g} s …")
