@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from handshake.errors import ValidationError
-from handshake.util import atomic
+from handshake.util import atomic, strictjson
 from handshake.util.timeutil import parse_iso
 
 # A document older than this many of its writer's intervals is stale: its writer is not
@@ -83,6 +83,9 @@ class SnapshotDocument(Document, frozen=True, kw_only=True, tag="edgepair.snapsh
     reason: str | None = None
     wake_at: str | None = None
     snapshot: dict[str, Any] = {}
+    # Where the received snapshot held text UTF-8 cannot store (replaced by U+FFFD) or a
+    # key that was dropped for it: JSON paths with what was done, [] when stored as received.
+    sanitised: list[str] = []
 
 
 class PiDocument(Document, frozen=True, kw_only=True, tag="edgepair.pi/1"):
@@ -256,7 +259,10 @@ def publish(path: Path, document: Document, *, compact: bool = False) -> None:
 def decode(data: bytes | str, kind: type[D]) -> D:
     """Parse a document of type ``kind``; DocumentError says what is wrong."""
     try:
+        strictjson.depth_ok(data if isinstance(data, str) else data.decode("utf-8", "replace"))
         header = msgspec.json.decode(data, type=_Header)
+    except strictjson.JsonError as exc:  # msgspec would raise RecursionError: not a 500
+        raise DocumentError(f"not a public document: {exc}") from None
     except msgspec.DecodeError as exc:
         raise DocumentError(f"not a public document: {exc}") from None
     expected = schema_of(kind)
@@ -307,7 +313,9 @@ def read_or_none(path: Path, kind: type[D]) -> D | None:
 def header(path: Path) -> Document | None:
     """Any public document's common part (schema, generated_at, interval_s); None if unusable."""
     try:
-        found = msgspec.json.decode(path.read_bytes(), type=_Header)
+        data = path.read_bytes()
+        strictjson.depth_ok(data.decode("utf-8", "replace"))
+        found = msgspec.json.decode(data, type=_Header)
         parse_iso(found.generated_at)
     except (OSError, msgspec.DecodeError, ValueError, OverflowError):
         return None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from handshake.errors import ValidationError
+from handshake.util import strictjson
 from handshake.util.timeutil import iso, parse_iso
 
 Reason = Literal["shutdown", "suspend", "reboot"]
@@ -41,26 +40,13 @@ def loads(raw: bytes | str) -> Any:
     """JSON from a peer; ValidationError for anything a browser's JSON.parse would refuse.
 
     Python's json accepts NaN and Infinity (and 1e999 becomes inf): stored in a public
-    file they would break the dashboard. Nesting deep enough to exhaust the recursion
-    limit is refused too, rather than surfacing as a 500.
+    file they would break the dashboard. Nesting deeper than ``strictjson.MAX_DEPTH`` is
+    refused before parsing. Private files are read by the same parser (``privatefile``).
     """
     try:
-        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return strictjson.loads(raw)
+    except strictjson.JsonError as exc:
         raise ValidationError(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise ValidationError("malformed JSON: nested too deeply") from None
-
-
-def _no_constant(name: str) -> float:
-    raise ValidationError(f"malformed JSON: {name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValidationError(f"malformed JSON: {text} is out of range")
-    return value
 
 
 def _only(data: dict[str, Any], allowed: set[str]) -> None:

@@ -19,6 +19,7 @@ from handshake import __version__
 from handshake.auth import Verifier
 from handshake.errors import FatalError
 from handshake.http import add_frontend, make_app
+from handshake.replay import NonceStore
 from host.config import HostConfig
 from host.inbox import receiver
 from host.routes import OPENAPI_PATHS_KEY, PREFIX, SIGNED, add_route
@@ -40,9 +41,10 @@ _PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
 
 
 def build_app(config: HostConfig, *, boot_id: str | None = None,
-              clock: Callable[[], float] = time.time) -> web.Application:
+              clock: Callable[[], float] = time.time,
+              verifier: Verifier | None = None) -> web.Application:
     """The agent's app: JSON errors, body limit, the signature verifier, documented routes."""
-    verifier = Verifier(config.secrets().handshake_key, clock=clock)
+    verifier = verifier or Verifier(config.secrets().handshake_key, clock=clock)
     app = make_app(config.host.max_body_bytes, verifier)
     app[BOOT_ID_KEY] = boot_id or read_boot_id()
     app[OPENAPI_PATHS_KEY] = {}
@@ -115,7 +117,9 @@ async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = Non
     the socket listens (sd_notify READY=1); ``on_tick`` every ``tick_s`` (default
     TICK_S) from the serving loop, so it stops if the loop hangs (watchdog).
     """
-    app = build_app(config)
+    nonces = NonceStore(config.private_dir)  # a replay refused across restarts too
+    verifier = nonces.verifier(config.secrets().handshake_key)
+    app = build_app(config, verifier=verifier)
     signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,6 +147,7 @@ async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = Non
         for sig in signals:
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        nonces.save(verifier)
     log.info("host agent stopped")
 
 

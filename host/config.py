@@ -59,6 +59,10 @@ class HostConfig(Section, frozen=True, kw_only=True):
     def public_dir(self) -> Path:
         return self.host.state_dir / "public"
 
+    @property
+    def private_dir(self) -> Path:
+        return self.host.state_dir / "private"
+
     def secrets(self) -> Secrets:
         return load_secrets(self.host.secrets_file, HostSecrets)
 

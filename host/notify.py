@@ -14,6 +14,7 @@ from handshake.client import REQUEST_TIMEOUT_S, HandshakeClient
 from handshake.documents import SnapshotSentDocument
 from handshake.errors import FatalError, PeerUnavailable, RequestError
 from handshake.messages import ComingOnline, GoingOffline, Reason
+from handshake.util import strictjson
 from handshake.util.timeutil import iso
 from host.config import HostConfig
 from host.snapshot import SYSTEMCTL_TIMEOUT_S, Runner, build_snapshot, read_boot_id
@@ -97,12 +98,15 @@ async def _send(config: HostConfig, kind: Kind, reason: Reason, wake_at: datetim
 def _record_sent(config: HostConfig, body: dict[str, Any]) -> None:
     """Keep what the Pi acknowledged, for the host's dashboard; never fails the notify."""
     now = time.time()
+    # A lone surrogate (an undecodable file name in a volume path) went out escaped in
+    # the JSON, but UTF-8 cannot hold it: store it replaced, as the Pi does.
+    snapshot, _ = strictjson.storable(body.get("snapshot"))
     try:
         documents.publish(config.public_dir / documents.FILES[SnapshotSentDocument],
                           SnapshotSentDocument(generated_at=iso(now) or "", sent_at=iso(now),
                                                reason=body.get("reason"),
                                                wake_at=body.get("wake_at"),
-                                               snapshot=body.get("snapshot")))
+                                               snapshot=snapshot))
     except OSError as exc:
         log.warning("could not keep the sent snapshot in %s: %s", config.public_dir, exc)
 

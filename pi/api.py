@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
+import html
 import itertools
 import logging
 import re
@@ -16,11 +16,11 @@ import aiohttp
 from aiohttp import web
 
 from handshake import __version__, documents
-from handshake.auth import NonceCache, Verifier
+from handshake.auth import Verifier
 from handshake.documents import InboxDocument
 from handshake.http import add_frontend, json_body, json_error, make_app, signed, verify_request
 from handshake.messages import ComingOnline, GoingOffline, WakeRequest
-from handshake.util import atomic
+from handshake.replay import NonceStore
 from handshake.util.timeutil import iso
 from pi import pihole_stats, pistats
 from pi import state as sm
@@ -48,8 +48,6 @@ PI_STATS_FIRST_REFRESH_S = 5.0
 ANONYMOUS_WAKE_BURST = 3
 # Loops that feed the systemd watchdog (each kicks at least every heartbeat interval).
 WATCHDOG_LOOPS = ("heartbeat",)
-# The handshake's replay cache, kept over a clean restart (see restore_verifier).
-NONCES_FILE = "handshake-nonces.json"
 
 
 def build_app(config: PiConfig, controller: HostController, key: bytes,
@@ -93,14 +91,18 @@ async def status(request: web.Request) -> web.Response:
 
 @signed
 async def going_offline(request: web.Request) -> web.Response:
-    """The host is about to sleep: store its snapshot, switch DNS to the Pi, then ack."""
+    """The host is about to sleep: switch DNS to the Pi, store its snapshot, then ack.
+
+    The transition comes first: nothing in the snapshot (informational) may hold it up.
+    """
     message = GoingOffline.from_json(await json_body(request))
     controller = request.app[CONTROLLER]
     wake_at = message.wake_at.timestamp() if message.wake_at else None
-    await controller.store_snapshot(message.reason, wake_at, message.snapshot)
     new = await controller.handle(sm.GoingOffline(message.reason, wake_at))
-    return web.json_response({"ack": True, "state": new.state.value,
-                              "dns_target": new.dns_target, "wake_at": iso(new.wake_at)})
+    sanitised = await controller.store_snapshot(message.reason, wake_at, message.snapshot)
+    answer = {"ack": True, "state": new.state.value, "dns_target": new.dns_target,
+              "wake_at": iso(new.wake_at)}
+    return web.json_response({**answer, "sanitised": sanitised} if sanitised else answer)
 
 
 @signed
@@ -173,8 +175,29 @@ async def public_file(request: web.Request) -> web.StreamResponse:
 
 
 async def no_frontend(request: web.Request) -> web.Response:
-    return web.Response(text="edgepair api: no dashboard configured ([api] frontend_dir); "
-                        "public files are under /data/\n")
+    """``GET /`` without a dashboard: a small page saying what this is and where to go."""
+    return web.Response(text=NO_FRONTEND_HTML.format(version=html.escape(__version__)),
+                        content_type="text/html")
+
+
+NO_FRONTEND_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>edgepair api</title></head>
+<body>
+<h1>edgepair api {version}</h1>
+<p>This is the api daemon of an edgepair Pi: it watches the host, wakes it and switches
+DNS between the host and the Pi.</p>
+<ul>
+<li><a href="/api/v1/status">/api/v1/status</a> &mdash; the host's state (JSON)</li>
+<li><a href="/api/v1/health">/api/v1/health</a> &mdash; is this daemon up</li>
+<li><a href="/api/v1/openapi.json">/api/v1/openapi.json</a> &mdash; the API (OpenAPI)</li>
+<li>/data/&lt;name&gt;.json &mdash; the public files, e.g.
+<a href="/data/host.json">/data/host.json</a></li>
+</ul>
+<p>No dashboard is configured. To serve it here, set <code>frontend_dir</code> in the
+<code>[api]</code> section of the Pi's config to a folder holding the dashboard's
+<code>index.html</code> (the shipped <code>frontend-dist</code>), then restart the daemon.</p>
+</body></html>
+"""
 
 
 def _inbox_pending(config: PiConfig) -> int:
@@ -217,34 +240,13 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
 
 
 def restore_verifier(config: PiConfig, key: bytes, now: float | None = None) -> Verifier:
-    """The signature checker, with the replay cache a clean stop left behind.
-
-    Without one (first start, or a crash) every request signed before this start is
-    refused: it might be a replay of one accepted by the process that died.
-    """
-    now = time.time() if now is None else now
-    started = int(now)  # signatures carry whole seconds
-    path = config.private_dir / NONCES_FILE
-    try:
-        nonces = NonceCache.from_json(atomic.read_json(path), now)
-    except FileNotFoundError:
-        return Verifier(key, not_before=started)
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
-        return Verifier(key, not_before=started)
-    finally:
-        with contextlib.suppress(OSError):
-            path.unlink()  # used once: a later crash must not find it again
-    return Verifier(key, nonces=nonces)
+    """The signature checker, with the replay cache a clean stop left behind (see replay)."""
+    return NonceStore(config.private_dir).verifier(key, now=now)
 
 
 def save_nonces(config: PiConfig, verifier: Verifier) -> None:
-    """Keep the replay cache over a clean restart (a few hundred bytes, once per stop)."""
-    path = config.private_dir / NONCES_FILE
-    try:
-        atomic.write_json(path, verifier.nonces.to_json(), mode=0o600)
-    except OSError as exc:
-        log.warning("cannot save the replay cache to %s: %s", path, exc)
+    """Keep the replay cache over a clean restart."""
+    NonceStore(config.private_dir).save(verifier)
 
 
 async def _publish_pi_stats(config: PiConfig) -> None:

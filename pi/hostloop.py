@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 from handshake import documents
 from handshake.documents import HostDocument, SnapshotDocument, schema_of
 from handshake.errors import EdgepairError
-from handshake.util import atomic
+from handshake.util import atomic, privatefile, strictjson
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
 from pi import state as sm
@@ -77,19 +78,12 @@ class HostController:
         return self.config.private_dir / STATE_FILE
 
     def _restore(self) -> sm.HostStatus:
-        try:
-            data = atomic.read_json(self._state_path())
-            if isinstance(data, dict):
-                status = sm.HostStatus.from_json(data)
-                log.info("restored host state %s since %s", status.state.value, iso(status.since))
-                alarm = data.get("alarm")
-                if isinstance(alarm, dict):
-                    with contextlib.suppress(KeyError, TypeError, ValueError):
-                        self.alarm = Alarm(str(alarm["message"]), float(alarm["since"]))
-                return status
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable %s: %s", self._state_path(), exc)
-        return sm.initial(self.clock())
+        restored = privatefile.read(self._state_path(), _saved_state, log=log)
+        if restored is None:  # first start, or a bad file (set aside with a warning)
+            return sm.initial(self.clock())
+        status, self.alarm = restored
+        log.info("restored host state %s since %s", status.state.value, iso(status.since))
+        return status
 
     def _persist(self) -> None:
         try:
@@ -303,13 +297,23 @@ class HostController:
             self.quiet.success("publish", "%s written again", path)
 
     async def store_snapshot(self, reason: str, wake_at: float | None,
-                             snapshot: dict[str, Any]) -> None:
-        """Write snapshot.json off the event loop (a 1 MB snapshot must not stall DNS)."""
+                             snapshot: dict[str, Any]) -> list[str]:
+        """Write snapshot.json off the event loop (a 1 MB snapshot must not stall DNS).
+
+        What UTF-8 cannot hold (a lone surrogate is valid JSON) is replaced, and the
+        document says where (``sanitised``, also returned): stored, not refused.
+        """
         now = self.clock()
+        clean, sanitised = strictjson.storable(snapshot)
+        if sanitised:
+            log.warning("the host's snapshot had text that cannot be stored as UTF-8; "
+                        "replaced (U+FFFD): %s", "; ".join(sanitised[:5]))
         document = SnapshotDocument(generated_at=iso(now) or "", received_at=iso(now),
-                                    reason=reason, wake_at=iso(wake_at), snapshot=snapshot)
+                                    reason=reason, wake_at=iso(wake_at), snapshot=clean,
+                                    sanitised=sanitised)
         await asyncio.to_thread(documents.publish, self.config.public_dir / "snapshot.json",
                                 document, compact=True)
+        return sanitised
 
     async def start(self) -> None:
         """Assert the record for the restored state and publish before serving."""
@@ -327,3 +331,18 @@ class HostController:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _saved_state(data: Any) -> tuple[sm.HostStatus, Alarm | None]:
+    """The state file's status and alarm; ValueError/KeyError/TypeError when it is not one."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected an object, got {type(data).__name__}")
+    status = sm.HostStatus.from_json(data)
+    if not math.isfinite(status.since) or not (
+            status.wake_at is None or math.isfinite(status.wake_at)):
+        raise ValueError("expected finite times for since and wake_at")
+    alarm = data.get("alarm")
+    if isinstance(alarm, dict):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return status, Alarm(str(alarm["message"]), float(alarm["since"]))
+    return status, None

@@ -43,7 +43,7 @@ PI_OPENAPI: dict[str, Any] = {
                                  "reason": {"enum": ["shutdown", "suspend", "reboot"]},
                                  "wake_at": {"type": ["string", "null"], "format": "date-time"},
                                  "snapshot": {"type": ["object", "null"],
-                                              "description": "null: no snapshot"}}},
+                                              "description": "null: no snapshot; nested at most 32 levels"}}},
             "ComingOnline": {"type": "object", "additionalProperties": False, "properties": {
                 "boot_id": {"type": ["string", "null"]}}},
             "Wake": {"type": "object", "additionalProperties": False, "properties": {
@@ -70,7 +70,15 @@ PI_OPENAPI: dict[str, Any] = {
             "security": _SIGNED,
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "$ref": "#/components/schemas/GoingOffline"}}}},
-            "responses": {"200": _json({"type": "object", "required": ["ack"]}),
+            "responses": {"200": _json({"type": "object", "required": ["ack"], "properties": {
+                "ack": {"const": True},
+                "state": {"type": "string"},
+                "dns_target": {"enum": ["host", "pi"]},
+                "wake_at": {"type": ["string", "null"], "format": "date-time"},
+                "sanitised": {"type": "array", "items": {"type": "string"}, "description":
+                              "present when the snapshot held text UTF-8 cannot store "
+                              "(a lone surrogate): where it was replaced by U+FFFD or a "
+                              "key dropped; the transition happened regardless"}}}),
                           **_errors(400, 401, 413)}}},
         "/api/v1/host/coming-online": {"post": {
             "summary": "The host is up; DNS switches back to it", "security": _SIGNED,
@@ -95,7 +103,8 @@ PI_OPENAPI: dict[str, Any] = {
             "parameters": [{"name": "name", "in": "path", "required": True, "example": "host.json",
                             "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*\\.json$"}}],
             "responses": {"200": _json({"type": "object"}), **_errors(404)}}},
-        "/": {"get": {"summary": "The dashboard", "responses": {"200": {
-            "description": "HTML", "content": {"text/html": {}}}}}},
+        "/": {"get": {"summary": "The dashboard; without one ([api] frontend_dir), a small "
+                                 "page linking the status and this document", "responses": {
+            "200": {"description": "HTML", "content": {"text/html": {}}}}}},
     },
 }

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from handshake.util import strictjson
+
 
 def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix."""
@@ -38,11 +40,14 @@ def write_json(path: Path, document: Any, mode: int = 0o644, *, compact: bool = 
 
 
 def read_json(path: Path) -> Any:
-    """Read a JSON file; ``None`` when it does not exist."""
+    """Read a JSON file strictly (``strictjson``: a ValueError when it is not JSON we
+    accept); ``None`` when it does not exist. Daemons read their private files with
+    ``privatefile.read``, which also sets a bad one aside."""
     try:
-        return json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
+    return strictjson.loads(data)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from handshake.util import atomic
+from handshake.util import atomic, privatefile
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso, utcnow
 from pi.control import apply
@@ -51,9 +51,9 @@ class WriteBudget:
         self.path = path
         self.today = today
         self.day, self.used = today(), 0
-        saved = atomic.read_json(path) if path is not None and path.exists() else None
-        if isinstance(saved, dict) and saved.get("date") == self.day.isoformat():
-            self.used = int(saved.get("writes", 0))
+        saved = None if path is None else privatefile.read(path, _saved_budget, log=log)
+        if saved is not None and saved[0] == self.day.isoformat():
+            self.used = saved[1]
 
     @property
     def writes_today(self) -> int:
@@ -390,3 +390,11 @@ def control_registers(config: ControlConfig) -> dict[str, tuple[str, Register]]:
         for name, reg in load.profile.registers.items():
             out[f"load.{load.name}.{name}"] = (f"load.{load.name}", reg)
     return out
+
+
+def _saved_budget(data: Any) -> tuple[str, int]:
+    """The write-budget file's (date, writes); ValueError when it is not one."""
+    if not isinstance(data, dict) or not isinstance(data.get("date"), str) \
+            or not isinstance(data.get("writes", 0), int) or isinstance(data.get("writes"), bool):
+        raise ValueError('expected {"date": "YYYY-MM-DD", "writes": N}')
+    return data["date"], int(data.get("writes", 0))

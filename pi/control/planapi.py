@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from handshake.http import json_body, json_error, signed
-from handshake.util import atomic
+from handshake.util import atomic, privatefile
 from handshake.util.timeutil import utcnow
 from pi.config import PiConfig
 from pi.control import plan as plans
@@ -72,14 +72,14 @@ async def put_plan(request: web.Request) -> web.Response:
 
 
 def _stored(path: Path) -> tuple[int, Any] | None:
-    """The stored plan's seq and document; None when there is none (or it is unreadable)."""
-    try:
-        doc = atomic.read_json(path)
-    except (OSError, ValueError):
-        log.warning("stored plan %s is unreadable; the next plan replaces it", path)
-        return None
+    """The stored plan's seq and document; None when there is none (a bad one is set
+    aside with a warning, and the plan being uploaded replaces it)."""
+    return privatefile.read(path, _seq_and_plan, log=log)
+
+
+def _seq_and_plan(doc: Any) -> tuple[int, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("seq"), int):
-        return None
+        raise ValueError("expected a plan object with an integer seq")
     return doc["seq"], doc
 
 
