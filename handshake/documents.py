@@ -18,6 +18,7 @@ import msgspec
 
 from handshake.errors import ValidationError
 from handshake.util import atomic, strictjson
+from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import parse_iso
 
 # A document older than this many of its writer's intervals is stale: its writer is not
@@ -254,6 +255,19 @@ def publish(path: Path, document: Document, *, compact: bool = False) -> None:
     ``compact`` for big documents (power series, snapshots): no indentation.
     """
     atomic.write_bytes(path, encode(document, compact=compact) + b"\n")
+
+
+def try_publish(path: Path, document: Document, quiet: QuietLogger, *,
+                compact: bool = False) -> bool:
+    """``publish``, but a failed write (a full or read-only card, no descriptors left) is
+    a WARNING (once, until it works again) and False: the daemon goes on without it."""
+    try:
+        publish(path, document, compact=compact)
+    except OSError as exc:
+        quiet.failure(f"publish:{path.name}", "cannot write %s: %s", path, exc.strerror or exc)
+        return False
+    quiet.success(f"publish:{path.name}", "%s written again", path)
+    return True
 
 
 def decode(data: bytes | str, kind: type[D]) -> D:

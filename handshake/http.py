@@ -12,9 +12,13 @@ from aiohttp import web
 
 from handshake.auth import Verifier
 from handshake.errors import AuthError, ValidationError
+from handshake.guard import guard_middleware
 from handshake.messages import loads
+from handshake.util.quietlog import OneLineFilter, RateLimitedLog
 
 log = logging.getLogger(__name__)
+# What any client can cause as often as it likes gets a line a minute, not a traceback each.
+_client_log = RateLimitedLog(log, interval_s=60.0)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VERIFIER_KEY = web.AppKey("verifier", Verifier)
@@ -58,6 +62,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(401, "unauthorized", str(exc))
     except ValidationError as exc:
         return json_error(400, "invalid", str(exc), **({"field": exc.field} if exc.field else {}))
+    except ConnectionResetError:  # the client went away mid-body: its problem, one line
+        _client_log.warning("gone", "%s %s: the client closed the connection mid-request "
+                            "(from %s)", request.method, request.path, request.remote)
+        return json_error(400, "incomplete", "the connection closed before the body ended")
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -67,8 +75,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def make_app(max_body: int, verifier: Verifier | None,
              middlewares: tuple[Any, ...] = ()) -> web.Application:
-    """An aiohttp app with JSON errors and a body limit."""
-    app = web.Application(client_max_size=max_body, middlewares=[error_middleware, *middlewares])
+    """An aiohttp app with JSON errors, a body limit and the connection guard's marker."""
+    OneLineFilter.install(logging.getLogger("aiohttp.server"))
+    app = web.Application(client_max_size=max_body,
+                          middlewares=[guard_middleware, error_middleware, *middlewares])
     app[MAX_BODY_KEY] = max_body
     if verifier is not None:
         app[VERIFIER_KEY] = verifier

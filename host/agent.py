@@ -17,7 +17,9 @@ from aiohttp import web
 
 from handshake import __version__
 from handshake.auth import Verifier
+from handshake.connlimits import limits_for
 from handshake.errors import FatalError
+from handshake.guard import Guard, GuardedSite
 from handshake.http import add_frontend, make_app
 from handshake.replay import NonceStore
 from host.config import HostConfig
@@ -129,7 +131,8 @@ async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = Non
     try:
         host, port = config.host.listen
         try:
-            await web.TCPSite(runner, host, port).start()
+            limits = limits_for(config.host.max_connections, config.host.max_client_connections)
+            await GuardedSite(runner, host, port, Guard(limits, name="host agent")).start()
         except OSError as exc:
             raise FatalError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         for sig in signals:

@@ -1,11 +1,13 @@
 """The host agent's configuration: one declarative schema (msgspec Structs), parsed once."""
 
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, ClassVar
 
 from msgspec import Meta, field
 
+from handshake import connlimits
 from handshake.util.configfile import load_toml
 from handshake.util.schema import HostPort, Listen, Section, Url, decode
 from handshake.util.secrets import Secrets, load_secrets
@@ -30,6 +32,13 @@ class HostAgentSection(Section, frozen=True, kw_only=True):
         4 * 1024 * 1024
     frontend_dir: Annotated[Path | None, Meta(
         description="serve this UI instead of the embedded one")] = None
+    max_connections: connlimits.MaxConnections = connlimits.DEFAULT_MAX_CONNECTIONS
+    max_client_connections: connlimits.MaxClientConnections = connlimits.DEFAULT_MAX_CLIENT_CONNECTIONS
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.max_client_connections > self.max_connections:
+            yield ("max_client_connections", f"expected a value ≤ max_connections "
+                   f"({self.max_connections}), got {self.max_client_connections}")
 
 
 class PiLink(Section, frozen=True, kw_only=True):

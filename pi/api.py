@@ -17,10 +17,13 @@ from aiohttp import web
 
 from handshake import __version__, documents
 from handshake.auth import Verifier
+from handshake.connlimits import limits_for
 from handshake.documents import InboxDocument
+from handshake.guard import Guard, GuardedSite
 from handshake.http import add_frontend, json_body, json_error, make_app, signed, verify_request
 from handshake.messages import ComingOnline, GoingOffline, WakeRequest
 from handshake.replay import NonceStore
+from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
 from pi import pihole_stats, pistats
 from pi import state as sm
@@ -224,7 +227,8 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
             await runner.setup()
             try:
                 host, port = config.api.listen
-                await web.TCPSite(runner, host, port).start()
+                limits = limits_for(config.api.max_connections, config.api.max_client_connections)
+                await GuardedSite(runner, host, port, Guard(limits, name="api")).start()
                 log.info("api listening on %s:%d; DNS %s → %s (%s)", host, port,
                          config.dns.name, controller.desired_address(), config.dns.backend)
                 async with controller.running(), asyncio.TaskGroup() as group:
@@ -254,11 +258,17 @@ async def _publish_pi_stats(config: PiConfig) -> None:
     started = time.time()
     # Once soon after start too: the other daemons write their first files by then.
     delays = itertools.chain([PI_STATS_FIRST_REFRESH_S], itertools.repeat(PI_STATS_INTERVAL_S))
+    quiet = QuietLogger(log)
     while True:
-        document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S,
-                                   pihole=config.pihole is not None,
-                                   grace_until=started + pistats.STARTUP_GRACE_S)
-        await asyncio.to_thread(documents.publish, path, document)
+        try:
+            document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S,
+                                       pihole=config.pihole is not None,
+                                       grace_until=started + pistats.STARTUP_GRACE_S)
+        except OSError as exc:  # out of descriptors: /proc cannot be read; next round
+            quiet.failure("collect", "cannot collect the Pi's figures: %s", exc.strerror or exc)
+        else:
+            quiet.success("collect", "the Pi's figures are readable again")
+            await asyncio.to_thread(documents.try_publish, path, document, quiet)
         await asyncio.sleep(next(delays))
 
 

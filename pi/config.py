@@ -9,6 +9,7 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from msgspec import Meta
 
+from handshake import connlimits
 from handshake.util.configfile import is_ip, load_toml
 from handshake.util.schema import (
     Check,
@@ -71,6 +72,13 @@ class ApiSection(Section, frozen=True, kw_only=True):
                                         description="larger request bodies get 413")] = 4 * 1024 * 1024
     publish_interval_s: Annotated[float, Meta(
         ge=1, le=3600, description="host.json is rewritten at least this often")] = 30.0
+    max_connections: connlimits.MaxConnections = connlimits.DEFAULT_MAX_CONNECTIONS
+    max_client_connections: connlimits.MaxClientConnections = connlimits.DEFAULT_MAX_CLIENT_CONNECTIONS
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.max_client_connections > self.max_connections:
+            yield ("max_client_connections", f"expected a value ≤ max_connections "
+                   f"({self.max_connections}), got {self.max_client_connections}")
 
 
 def _derived_timeout(host: "HostSection") -> float:

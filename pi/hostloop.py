@@ -311,9 +311,10 @@ class HostController:
         document = SnapshotDocument(generated_at=iso(now) or "", received_at=iso(now),
                                     reason=reason, wake_at=iso(wake_at), snapshot=clean,
                                     sanitised=sanitised)
-        await asyncio.to_thread(documents.publish, self.config.public_dir / "snapshot.json",
-                                document, compact=True)
-        return sanitised
+        stored = await asyncio.to_thread(documents.try_publish,
+                                         self.config.public_dir / "snapshot.json", document,
+                                         self.quiet, compact=True)
+        return sanitised if stored else [*sanitised, "not stored: snapshot.json cannot be written"]
 
     async def start(self) -> None:
         """Assert the record for the restored state and publish before serving."""

@@ -78,7 +78,8 @@ PI_OPENAPI: dict[str, Any] = {
                 "sanitised": {"type": "array", "items": {"type": "string"}, "description":
                               "present when the snapshot held text UTF-8 cannot store "
                               "(a lone surrogate): where it was replaced by U+FFFD or a "
-                              "key dropped; the transition happened regardless"}}}),
+                              "key dropped; or when snapshot.json could not be written (a "
+                              "full card): the transition happened regardless"}}}),
                           **_errors(400, 401, 413)}}},
         "/api/v1/host/coming-online": {"post": {
             "summary": "The host is up; DNS switches back to it", "security": _SIGNED,

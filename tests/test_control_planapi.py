@@ -166,7 +166,7 @@ async def test_openapi_documents_the_plan_endpoint(make_rig: Factory) -> None:
         openapi = await r.json()
     op = openapi["paths"]["/api/v1/plan"]["put"]
     assert op["security"] == [{"EdgePair": []}]
-    assert set(op["responses"]) == {"200", "400", "401", "409", "413"}
+    assert set(op["responses"]) == {"200", "400", "401", "409", "413", "503", "507"}
     schema = openapi["components"]["schemas"]["Plan"]
     assert schema["properties"]["slot_s"] == {"const": 900}
     assert set(schema["required"]) <= set(doc())

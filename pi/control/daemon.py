@@ -22,6 +22,7 @@ from handshake import documents
 from handshake.documents import ControlDocument
 from handshake.errors import ConfigError, ValidationError
 from handshake.util import atomic
+from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import utcnow
 from pi.config import PiConfig
 from pi.control import plan as plans
@@ -151,6 +152,7 @@ class Publisher:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.quiet = QuietLogger(log)
         self.last_key: Any = None
         self.last_at = 0.0
 
@@ -162,8 +164,8 @@ class Publisher:
         if not force and key == self.last_key and loop.time() - self.last_at < PUBLISH_INTERVAL_S:
             return
         self.last_key, self.last_at = key, loop.time()
-        await asyncio.to_thread(documents.publish, self.path,
-                                documents.convert(doc, ControlDocument))
+        await asyncio.to_thread(documents.try_publish, self.path,
+                                documents.convert(doc, ControlDocument), self.quiet)
 
 
 def _watch(directory: Path, loop: asyncio.AbstractEventLoop, notify: Callable[[], None]) -> Any:

@@ -68,8 +68,12 @@ class WriteBudget:
         self.used = self.writes_today + n
 
     def save(self) -> None:
-        if self.path is not None:
+        if self.path is None:
+            return
+        try:
             atomic.write_json(self.path, {"date": self.day.isoformat(), "writes": self.used}, 0o640)
+        except OSError as exc:  # counted in memory still; only a restart would forget it
+            log.warning("cannot save the write budget to %s: %s", self.path, exc.strerror or exc)
 
 
 @dataclasses.dataclass(slots=True)

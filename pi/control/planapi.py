@@ -6,6 +6,7 @@ Imported by the api daemon: no Modbus here.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from pathlib import Path
@@ -64,7 +65,16 @@ async def put_plan(request: web.Request) -> web.Response:
                 return web.json_response({"accepted": True, "id": plan.id, "seq": plan.seq,
                                           "unchanged": True})
         data = json.dumps(document, separators=(",", ":")).encode() + b"\n"
-        await asyncio.to_thread(atomic.write_bytes, path, data, 0o640)
+        try:
+            await asyncio.to_thread(atomic.write_bytes, path, data, 0o640)
+        except OSError as exc:  # the stored plan is untouched (atomic): the Pi goes on with it
+            log.warning("cannot store plan %s: %s", plan.id, exc.strerror or exc)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                return json_error(507, "insufficient_storage",
+                                  f"the Pi cannot store the plan: {exc.strerror or exc}")
+            return json_error(503, "storage_unavailable",
+                              f"the Pi cannot store the plan now: {exc.strerror or exc}",
+                              retry=True)
     log.info("plan %s (seq %d) accepted: %d slots until %s", plan.id, plan.seq, len(plan.slots),
              document["valid_until"])
     return web.json_response({"accepted": True, "id": plan.id, "seq": plan.seq,
@@ -125,4 +135,6 @@ OPENAPI_PATH: dict[str, Any] = {"put": {
     "responses": {
         "200": {"description": "accepted (or the same plan again: unchanged)", "content": {
             "application/json": {"schema": {"type": "object", "required": ["accepted", "seq"]}}}},
-        "400": _ERROR, "401": _ERROR, "409": _ERROR, "413": _ERROR}}}
+        "400": _ERROR, "401": _ERROR, "409": _ERROR, "413": _ERROR,
+        "503": {**_ERROR, "description": "the plan cannot be stored now (out of descriptors)"},
+        "507": {**_ERROR, "description": "the Pi's card is full or read-only: not stored"}}}}
