@@ -128,7 +128,7 @@ async def test_clients_that_drop_mid_body_or_send_garbage_are_one_line_not_a_flo
     try:
         await wait_http(site.api + "/api/v1/health")
         for i in range(30):
-            reader, writer = await asyncio.open_connection("127.0.0.1", site.api_port)
+            _reader, writer = await asyncio.open_connection("127.0.0.1", site.api_port)
             if i % 2:  # an anonymous wake whose client goes away mid-body
                 writer.write(b"POST /api/v1/wake HTTP/1.1\r\nHost: pi\r\nContent-Type: "
                              b"application/json\r\nContent-Length: 50\r\n\r\n{\"source\": ")
