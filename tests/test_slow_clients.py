@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e import ROOT, Site, stop, wait_dns, wait_http, wait_state
+from tests.e2e import ROOT, Site, status, stop, wait_dns, wait_http, wait_state
 
 SLOW_CLIENTS = 1100
 SOURCES = 50  # 127.0.1.1-50: 22 connections each, like a handful of misbehaving LAN hosts
@@ -29,9 +29,13 @@ Slow = tuple[asyncio.StreamReader, asyncio.StreamWriter, float]
 
 
 async def _slow_client(port: int, source: str, complete_headers: bool) -> Slow:
+    return await _connect_slow("127.0.0.1", port, source, complete_headers)
+
+
+async def _connect_slow(address: str, port: int, source: str, complete_headers: bool) -> Slow:
     """Headers of a 100 kB body and its first bytes, then nothing (or headers that never
     end): the connection just sits there. The writer is kept: dropping it closes it."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    reader, writer = await asyncio.open_connection(address, port, local_addr=(source, 0))
     head = (b"POST /api/v1/wake HTTP/1.1\r\nHost: pi\r\nContent-Type: application/json\r\n"
             b"Content-Length: 100000\r\n")
     writer.write(head + b"\r\n{\"source\"" if complete_headers else head + b"X-Slow: 1")
@@ -146,3 +150,40 @@ async def test_clients_that_drop_mid_body_or_send_garbage_are_one_line_not_a_flo
     assert "Traceback" not in log, log[-3000:]
     assert "ERROR" not in log, log[-3000:]
     assert log.count("closed the connection mid-request") == 1, log[-3000:]
+
+
+async def test_slow_clients_on_the_host_agent_do_not_make_the_pi_lose_the_host(
+        tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    site = Site(tmp_path, interval=0.2, fall=3)
+    with (site.root / "host.log").open("ab") as out:
+        host = subprocess.Popen(  # the agent under the same soft limit of 1024
+            ["/bin/sh", "-c", f'ulimit -n {NOFILE} && exec "$0" "$@"', sys.executable, "-m",
+             "handshake", "host", "run", "--config", str(site.host_config)],
+            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out,
+            stderr=subprocess.STDOUT)
+    pi = site.start_pi()
+    slow: list[Slow] = []
+    try:
+        await wait_http(site.api + "/api/v1/health")
+        await wait_state(site.api, "online", timeout=15)
+        host_port = int(site.host_url.rsplit(":", 1)[1])
+        results = await asyncio.gather(*(
+            _connect_slow(Site.HOST_ADDRESS, host_port, f"127.0.1.{i % SOURCES + 1}", i % 2 == 0)
+            for i in range(SLOW_CLIENTS)), return_exceptions=True)
+        slow = [r for r in results if isinstance(r, tuple)]
+        assert len(slow) > SLOW_CLIENTS * 0.9
+        await asyncio.sleep(3.0)  # 15 heartbeat intervals under the load
+        assert (await status(site.api))["state"] == "online"
+        assert "online → " not in (site.root / "pi.log").read_text(), "the Pi lost the host"
+        assert host.poll() is None
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for _, writer, _ in slow:
+            writer.close()
+        stop(pi)
+        code = stop(host)
+    log = (site.root / "host.log").read_text(errors="replace")
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
