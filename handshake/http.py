@@ -77,6 +77,8 @@ def make_app(max_body: int, verifier: Verifier | None,
              middlewares: tuple[Any, ...] = ()) -> web.Application:
     """An aiohttp app with JSON errors, a body limit and the connection guard's marker."""
     OneLineFilter.install(logging.getLogger("aiohttp.server"))
+    # asyncio pauses accepting for a second on EMFILE and logs a traceback each time.
+    OneLineFilter.install(logging.getLogger("asyncio"), only="socket.accept() out of")
     app = web.Application(client_max_size=max_body,
                           middlewares=[guard_middleware, error_middleware, *middlewares])
     app[MAX_BODY_KEY] = max_body

@@ -59,19 +59,22 @@ class OneLineFilter(logging.Filter):
     """For a library logger a client can trigger (aiohttp's "Error handling request"):
     no traceback, at most WARNING, one line per minute and kind of error."""
 
-    def __init__(self, interval_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 only: str = "") -> None:
         super().__init__()
+        self.only = only  # only records whose message starts so; the rest pass as they are
         self.interval_s = interval_s
         self.clock = clock
         self._next: dict[str, float] = {}
 
     @classmethod
-    def install(cls, logger: logging.Logger) -> None:
+    def install(cls, logger: logging.Logger, only: str = "") -> None:
         if not any(isinstance(f, cls) for f in logger.filters):
-            logger.addFilter(cls())
+            logger.addFilter(cls(only=only))
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self.only and not str(record.msg).startswith(self.only):
+            return True
         # The key is the message template and the error's type: not the client's address.
         exc_type = type(record.exc_info[1]).__name__ if record.exc_info else ""
         key = f"{record.msg}:{exc_type}"
