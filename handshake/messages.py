@@ -24,7 +24,8 @@ WAKE_REASONS: tuple[WakeReason, ...] = ("button", "api", "schedule", "wake_at", 
 # What a wake request's ``source`` counts as.
 _REASON_OF_SOURCE: dict[str, WakeReason] = {
     "api": "api", "cli": "api", "host": "api", "button": "button", "dashboard": "button",
-    "schedule": "schedule", "inbox": "inbox"}
+    "schedule": "schedule", "inbox": "inbox", "wake_at": "wake_at", "plan": "plan",
+    "demand:dns": "demand:dns", "demand:port": "demand:port"}
 
 
 def wake_reason(source: str) -> WakeReason:

@@ -7,15 +7,16 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from handshake import documents
 from handshake.documents import HostDocument, SnapshotDocument, schema_of
 from handshake.errors import EdgepairError
+from handshake.messages import WakeReason, wake_reason
 from handshake.util import atomic, privatefile, strictjson
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
@@ -36,6 +37,14 @@ STATE_FILE = "host-state.json"
 KICK_S = 5.0
 
 
+class HostObserver(Protocol):
+    """Told of what the controller decided, under its lock (the usage ledger listens)."""
+
+    def state_changed(self, before: sm.HostStatus, after: sm.HostStatus, now: float) -> None: ...
+
+    def woken(self, reason: WakeReason, client: str | None, now: float) -> None: ...
+
+
 @dataclass(slots=True)
 class Alarm:
     message: str
@@ -48,8 +57,10 @@ class HostController:
     def __init__(self, config: PiConfig, dns: DnsBackend, send_wol: Callable[[], Awaitable[None]],
                  probe: Callable[[], Awaitable[Beat]], *,
                  clock: Callable[[], float] = time.time,
-                 kick: Callable[[str], None] = lambda name: None) -> None:
+                 kick: Callable[[str], None] = lambda name: None,
+                 observers: Sequence[HostObserver] = ()) -> None:
         self.config = config
+        self.observers = list(observers)
         self.rules = sm.Rules(fall=config.host.fall, rise=config.host.rise,
                               boot_timeout_s=config.host.boot_timeout_s,
                               going_offline_grace_s=config.host.going_offline_grace_s)
@@ -114,6 +125,7 @@ class HostController:
                          type(event).__name__)
             for action in actions:
                 await self._perform(action, now)
+            self._tell(event, before, now)
             changed = (before.state, before.since, before.wake_at) != (
                 self.status.state, self.status.since, self.status.wake_at) or any(
                 isinstance(a, sm.Alarm | sm.Resolved) for a in actions)
@@ -122,6 +134,21 @@ class HostController:
             if changed or actions:
                 self.publish(now)
             return self.status
+
+    def _tell(self, event: sm.Event, before: sm.HostStatus, now: float) -> None:
+        """Observers hear of every state change and of every new wake (not of resends)."""
+        after = self.status
+        if (before.state, before.since) == (after.state, after.since) or not self.observers:
+            return
+        woke = after.state is sm.HostState.WAKING and before.state is not sm.HostState.WAKING
+        client = event.client if isinstance(event, sm.WakeRequested) else None
+        for observer in self.observers:
+            try:
+                observer.state_changed(before, after, now)
+                if woke:
+                    observer.woken(wake_reason(after.reason or "api"), client, now)
+            except Exception as exc:  # an observer's bug must not stop failover
+                self.quiet.failure("observer", "%s failed: %r", type(observer).__name__, exc)
 
     async def _perform(self, action: sm.Action, now: float) -> None:
         match action:

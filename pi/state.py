@@ -79,6 +79,7 @@ class ComingOnline:
 @dataclass(frozen=True, slots=True)
 class WakeRequested:
     source: str
+    client: str | None = None  # the address that wanted the host (demand wakes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,7 @@ def _tick(status: HostStatus, now: float, rules: Rules) -> Step:
                             "of the wake")
     if (status.wake_at is not None and now >= status.wake_at
             and state in (HostState.OFFLINE, HostState.UNREACHABLE)):
-        return _enter(status, HostState.WAKING, now, reason="scheduled", wol="schedule")
+        return _enter(status, HostState.WAKING, now, reason="wake_at", wol="wake_at")
     return status, []
 
 

@@ -129,7 +129,7 @@ def test_going_offline_keeps_wake_at_until_due() -> None:
     assert (status.state, status.wake_at) == (S.OFFLINE, T0 + 3600)
     status, acts = step(status, Tick(), T0 + 3600, RULES)
     assert status.state is S.WAKING
-    assert acts == [SendWol("schedule")]
+    assert acts == [SendWol("wake_at")]
 
 
 def test_unannounced_loss_alarm_and_recovery() -> None:
