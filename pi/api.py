@@ -29,7 +29,8 @@ from pi import pihole_stats, pistats
 from pi import state as sm
 from pi.config import PiConfig
 from pi.control import planapi
-from pi.dns import make_backend
+from pi.demand.service import DemandService
+from pi.dns import QueryWatcher, make_backend
 from pi.heartbeat import HeartbeatProbe
 from pi.hostloop import HostController
 from pi.openapi import OPENAPI, PI_OPENAPI
@@ -220,6 +221,10 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
             wol = WolSender(config.host.mac, config.wol)
             probe = HeartbeatProbe(config.host.url, config.host.heartbeat_timeout_s, session)
             controller = HostController(config, dns, wol.send, probe.probe, kick=kick)
+            demand = DemandService(config, controller)
+            controller.observers.append(demand)
+            if isinstance(dns, QueryWatcher):
+                dns.on_query = demand.on_dns
             await controller.start()
             verifier = restore_verifier(config, secrets.handshake_key)
             app = build_app(config, controller, secrets.handshake_key, verifier=verifier)
@@ -236,6 +241,7 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                         group.create_task(pihole_stats.run(config, session))
                     ready()
                     group.create_task(_publish_pi_stats(config))
+                    group.create_task(demand.run())
             finally:
                 await runner.cleanup()
                 save_nonces(config, verifier)

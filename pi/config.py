@@ -25,6 +25,7 @@ from handshake.util.schema import (
 )
 from handshake.util.secrets import Secrets, load_secrets
 from pi.control.config import ControlConfig
+from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
 from pi.pihole_stats import PiholeStatsConfig
 from pi.power.config import PowerConfig
@@ -179,6 +180,7 @@ class PiConfig(Section, frozen=True, kw_only=True):
     wol: WolSection = WolSection()
     dns: DnsSection = DnsSection()
     schedule: ScheduleSection = ScheduleSection()
+    wake_on_demand: DemandConfig = DemandConfig()
     power: PowerConfig | None = None
     inbox: InboxConfig | None = None
     control: ControlConfig | None = None
@@ -192,6 +194,12 @@ class PiConfig(Section, frozen=True, kw_only=True):
     @property
     def private_dir(self) -> Path:
         return self.pi.state_dir / "private"
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.wake_on_demand.dns and self.dns.backend != "builtin":
+            yield ("wake_on_demand.dns", f"expected dns.backend = \"builtin\" (only the "
+                   f"built-in responder sees the queries; Pi-hole forwards the zone to it), "
+                   f"got dns.backend = \"{self.dns.backend}\"")
 
     def daemons(self) -> tuple[str, ...]:
         """The daemons this file configures: api always, the others when their section exists."""

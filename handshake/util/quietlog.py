@@ -25,6 +25,10 @@ class QuietLogger:
             self.log.info(message, *args)
 
 
+# Keys remembered before the expired ones are dropped.
+MAX_KEYS = 1024
+
+
 class RateLimitedLog:
     """At most one line per key and interval; the next one says how many were held back.
 
@@ -42,7 +46,14 @@ class RateLimitedLog:
 
     def warning(self, key: str, message: str, *args: object) -> bool:
         """Log ``message`` at WARNING unless ``key`` logged within the interval; True if logged."""
+        return self.log_at(logging.WARNING, key, message, *args)
+
+    def log_at(self, level: int, key: str, message: str, *args: object) -> bool:
+        """Log ``message`` at ``level`` unless ``key`` logged within the interval."""
         now = self.clock()
+        if len(self._next) > MAX_KEYS:  # keys a client picks (its address): bounded
+            self._next = {k: t for k, t in self._next.items() if t > now}
+            self._held = {k: n for k, n in self._held.items() if k in self._next}
         if now < self._next.get(key, 0.0):
             self._held[key] = self._held.get(key, 0) + 1
             return False
@@ -51,7 +62,7 @@ class RateLimitedLog:
             message += " (and %d more like it since the last one)"
             args = (*args, held)
         self._next[key] = now + self.interval_s
-        self.log.warning(message, *args)
+        self.log.log(level, message, *args)
         return True
 
 

@@ -7,7 +7,8 @@ imported only when configured, so the api daemon loads dnspython only for ``buil
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from handshake.errors import ConfigError, FatalError, TemporaryError
 
@@ -32,6 +33,16 @@ class DnsBackend(Protocol):
 
     async def close(self) -> None:
         """Close sockets / log out."""
+
+
+@runtime_checkable
+class QueryWatcher(Protocol):
+    """A backend that sees the queries itself (builtin): wake on demand listens to it.
+
+    ``on_query(peer, subnet_client)`` runs for every query for the name, on the event loop.
+    """
+
+    on_query: Callable[[str, str | None], None] | None
 
 
 class DnsUnavailable(TemporaryError):

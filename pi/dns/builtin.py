@@ -15,7 +15,9 @@ import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Callable
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.name
@@ -54,6 +56,14 @@ UDP_BATCH = 64
 UDP_RECEIVE_BYTES = MAX_QUERY_BYTES + 1
 # With port 0 the OS picks the UDP port; TCP may find it taken and must try again.
 BIND_ATTEMPTS = 5
+# Questions that mean "I want to reach the name" (demand): an address, or a browser's
+# HTTPS/SVCB lookup before it connects.
+DEMAND_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.ANY,
+                          dns.rdatatype.HTTPS, dns.rdatatype.SVCB})
+# Told of every query for the name: (the peer's address, the client a forwarder named
+# in EDNS Client Subnet, or None). Called on the event loop; must not block.
+OnQuery = Callable[[str, str | None], None]
+_NO_DEMAND: tuple[bool, str | None] = (False, None)
 # SOA timers; only the minimum matters (negative-caching TTL, set to ttl_s).
 SOA_TIMERS = (3600, 600, 86400)
 
@@ -83,7 +93,9 @@ class BuiltinDns:
         self._serial = int(time.time()) & 0xFFFFFFFF
         self._record: dns.rrset.RRset | None = None
         self._soa = self._make_soa()
-        self._cache: dict[bytes, bytes] = {}
+        # Answers by query bytes (id stripped), with what the query means for demand.
+        self._cache: dict[bytes, tuple[bytes, tuple[bool, str | None]]] = {}
+        self.on_query: OnQuery | None = None
         self._udp: socket.socket | None = None
         self._tcp: asyncio.Server | None = None
         self._clients: dict[asyncio.Task[None], Slot] = {}
@@ -138,8 +150,8 @@ class BuiltinDns:
             await self._tcp.wait_closed()
             self._tcp = None
 
-    def respond(self, data: bytes) -> bytes | None:
-        """The response to one wire-format query, or None to drop it."""
+    def respond(self, data: bytes, peer: str | None = None) -> bytes | None:
+        """The response to one wire-format query from ``peer``, or None to drop it."""
         self.queries += 1
         verdict = screen(data)
         if verdict is not Verdict.PARSE:
@@ -152,30 +164,44 @@ class BuiltinDns:
             return None
         cached = self._cache.get(data[2:])
         if cached is not None:
-            return data[:2] + cached
+            tail, demand = cached
+            self._tell(peer, demand)
+            return data[:2] + tail
         try:
-            response = self._answer(data)
+            response, demand = self._answer(data)
         except Exception as exc:  # any junk a client sends is dropped, never fatal
             log.debug("dropped a malformed DNS query: %s", exc)
-            response = None
-        if response is None:
             self.dropped += 1
             return None
         if len(self._cache) >= CACHE_ENTRIES:
             del self._cache[next(iter(self._cache))]
-        self._cache[data[2:]] = response[2:]
+        self._cache[data[2:]] = (response[2:], demand)
+        self._tell(peer, demand)
         return response
 
-    def _answer(self, data: bytes) -> bytes | None:
+    def _tell(self, peer: str | None, demand: tuple[bool, str | None]) -> None:
+        wanted, subnet_client = demand
+        if wanted and peer is not None and self.on_query is not None:
+            try:
+                self.on_query(peer, subnet_client)
+            except Exception:  # a listener's bug must not cost the answer
+                log.exception("DNS demand listener failed")
+
+    def _answer(self, data: bytes) -> tuple[bytes, tuple[bool, str | None]]:
+        """The answer, and whether the query wants the name (with its ECS client, if any)."""
         query = dns.message.from_wire(data)  # screen() has checked the size and QR, QDCOUNT
         response = dns.message.make_response(query, our_payload=EDNS_PAYLOAD)
+        demand = _NO_DEMAND
         if query.edns > 0:
             response.set_rcode(dns.rcode.BADVERS)
         elif query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
         else:
-            self._resolve(query.question[0], response)
-        return response.to_wire()
+            question = query.question[0]
+            self._resolve(question, response)
+            if question.name == self.name and question.rdtype in DEMAND_TYPES:
+                demand = (True, _subnet_client(query))
+        return response.to_wire(), demand
 
     def _resolve(self, question: dns.rrset.RRset, response: dns.message.Message) -> None:
         qname, qtype = question.name, question.rdtype
@@ -222,7 +248,7 @@ class BuiltinDns:
             except OSError as exc:  # e.g. an ICMP error for an earlier answer
                 log.debug("DNS UDP receive error: %s", exc)
                 continue
-            response = self.respond(bytes(buffer[:size]))
+            response = self.respond(bytes(buffer[:size]), str(peer[0]))
             if response is None:
                 continue
             try:
@@ -273,7 +299,7 @@ class BuiltinDns:
                 except (TimeoutError, asyncio.IncompleteReadError):
                     return
                 slot.last_query = loop.time()
-                response = self.respond(data)
+                response = self.respond(data, slot.client)
                 if response is None:
                     return
                 writer.write(len(response).to_bytes(2, "big") + response)
@@ -291,6 +317,15 @@ class BuiltinDns:
         """The first abuse is worth a WARNING; repeats go to DEBUG, not to flood the journal."""
         log.log(logging.DEBUG if self._warned else logging.WARNING, message, *args)
         self._warned = True
+
+
+def _subnet_client(query: dns.message.Message) -> str | None:
+    """The client a forwarder (dnsmasq ``add-subnet=32,128``) named: a full-length ECS only."""
+    for option in query.options:
+        if isinstance(option, dns.edns.ECSOption) and option.srclen == (
+                32 if option.family == 1 else 128):
+            return str(option.address)
+    return None
 
 
 async def _bind_udp(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:

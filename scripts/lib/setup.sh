@@ -9,6 +9,7 @@ SYSTEM_TOOLS=(
     "smbd:samba"
     "smbclient:smbclient"
     "rsync:rsync"
+    "dnsmasq:dnsmasq-base"
     "nginx:nginx"
     "chromium:chromium fonts-dejavu-core"
 )
