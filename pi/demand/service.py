@@ -7,8 +7,8 @@ client's address, so the usage ledger knows who woke the host.
 
 DNS through a forwarder (Pi-hole, dnsmasq) arrives from the forwarder's address: the real
 client is taken from EDNS Client Subnet (dnsmasq ``add-subnet=32,128``), and only when the
-query comes from this machine (the forwarder runs on the Pi); without it such a query is the
-Pi's own and wakes nothing (said once in the log).
+query comes from this machine (127.0.0.1, ::1 or pi.address: the forwarder runs on the Pi);
+without it such a query is the Pi's own and wakes nothing (said once in the log).
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ class DemandService:
         self.clock = clock
         self.tz = zone(config.schedule)
         self.own = frozenset({_norm(config.pi.address), _norm(config.host.address)})
+        # Where a forwarder on this machine (Pi-hole, dnsmasq) asks from.
+        self.forwarders = frozenset({"127.0.0.1", "::1", _norm(config.pi.address)})
         self.last_wake_at: float | None = None
         self.verdicts: Counter[str] = Counter()  # why demands did (not) wake, for metrics
         self.listening: dict[int, asyncio.Server] = {}
@@ -91,7 +93,7 @@ class DemandService:
         if not self.demand.dns:
             return
         client = peer
-        if _norm(peer) in self.own or ipaddress.ip_address(peer).is_loopback:
+        if _norm(peer) in self.forwarders:
             if subnet_client is None:
                 if not self._warned_forwarder and self.controller.status.state.value not in (
                         "online", "waking", "going_offline"):
