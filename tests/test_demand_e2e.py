@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import dns.asyncquery
 import dns.message
+
 from pi.wol import REPEAT_GAP_S
 from tests.e2e import Site, stop, wait_http, wait_state
 from tests.helpers import free_port
@@ -194,7 +195,8 @@ async def test_a_connection_to_a_port_and_the_waking_page(tmp_path: Path) -> Non
                     assert r.status == 503
                     assert r.headers["Retry-After"] == "5"
                     text = await r.text()
-                    assert f"Waking {NAME}" in text and "/.well-known/edgepair/waking" in text
+                    assert f"Waking {NAME}" in text
+                    assert "/.well-known/edgepair/waking" in text
                 async with http.get(page + "/.well-known/edgepair/waking") as r:
                     assert (await r.json())["state"] in ("waking", "offline")
                 # Junk on the HTTP port is closed, not a 500 and not a crash.
