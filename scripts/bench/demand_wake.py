@@ -80,7 +80,7 @@ http_ports = [{listed}]
 class Nic(asyncio.DatagramProtocol):
     """The sleeping host's NIC: a magic packet for its MAC boots it after ``boot_s``."""
 
-    def __init__(self, boot: "Host") -> None:
+    def __init__(self, boot: Host) -> None:
         self.magic = bytes.fromhex("ff" * 6 + MAC.replace(":", "") * 16)
         self.host = boot
         self.first_packet: float | None = None
@@ -202,7 +202,8 @@ async def main_async(args: argparse.Namespace) -> int:
     document["wake"] = await trials(args, children)
     document["cost"] = cost_doc = await cost(args, children)
     wake = document["wake"]
-    assert isinstance(wake, dict) and isinstance(cost_doc, dict)
+    assert isinstance(wake, dict)
+    assert isinstance(cost_doc, dict)
     added_rss = round(cost_doc["with"]["rss_mb"] - cost_doc["without"]["rss_mb"], 1)
     added_cpu = round(cost_doc["with"]["cpu_s"] - cost_doc["without"]["cpu_s"], 2)
     document["added"] = {"rss_mb": added_rss, "cpu_s": added_cpu,
