@@ -75,6 +75,8 @@ class HostDocument(Document, frozen=True, kw_only=True, tag="edgepair.host/1"):
     boot_timeout_s: float | None = None
     alarm: dict[str, Any] | None = None
     power: dict[str, Any] | None = None
+    # Wake on demand: what triggers it, the ports held now, why demands were (not) served.
+    demand: dict[str, Any] | None = None
 
 
 class SnapshotDocument(Document, frozen=True, kw_only=True, tag="edgepair.snapshot/1"):

@@ -223,6 +223,8 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
             controller = HostController(config, dns, wol.send, probe.probe, kick=kick)
             demand = DemandService(config, controller)
             controller.observers.append(demand)
+            if config.wake_on_demand.enabled:
+                controller.describe_demand = demand.document
             if isinstance(dns, QueryWatcher):
                 dns.on_query = demand.on_dns
             await controller.start()

@@ -61,6 +61,7 @@ class HostController:
                  observers: Sequence[HostObserver] = ()) -> None:
         self.config = config
         self.observers = list(observers)
+        self.describe_demand: Callable[[], dict[str, Any]] | None = None  # for host.json
         self.rules = sm.Rules(fall=config.host.fall, rise=config.host.rise,
                               boot_timeout_s=config.host.boot_timeout_s,
                               going_offline_grace_s=config.host.going_offline_grace_s)
@@ -138,10 +139,12 @@ class HostController:
     def _tell(self, event: sm.Event, before: sm.HostStatus, now: float) -> None:
         """Observers hear of every state change and of every new wake (not of resends)."""
         after = self.status
-        if (before.state, before.since) == (after.state, after.since) or not self.observers:
+        if (before.state, before.since) == (after.state, after.since):
             return
         woke = after.state is sm.HostState.WAKING and before.state is not sm.HostState.WAKING
         client = event.client if isinstance(event, sm.WakeRequested) else None
+        if woke and self.last_wol is not None:
+            self.last_wol["client"] = client
         for observer in self.observers:
             try:
                 observer.state_changed(before, after, now)
@@ -306,6 +309,7 @@ class HostController:
             alarm=None if self.alarm is None else {"message": self.alarm.message,
                                                    "since": iso(self.alarm.since)},
             power=self.power_diagnosis(now),
+            demand=None if self.describe_demand is None else self.describe_demand(),
         )
 
     def power_diagnosis(self, now: float) -> dict[str, Any] | None:

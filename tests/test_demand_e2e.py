@@ -16,7 +16,7 @@ import dns.asyncquery
 import dns.message
 
 from pi.wol import REPEAT_GAP_S
-from tests.e2e import Site, stop, wait_http, wait_state
+from tests.e2e import Site, status, stop, wait_http, wait_state
 from tests.helpers import free_port
 
 NAME = "nas.home.arpa"
@@ -104,6 +104,15 @@ async def test_a_query_from_an_allowed_client_wakes_the_host_once(tmp_path: Path
             await query(site, ALLOWED)
             assert await nic.next(), "an allowed client's query sent no magic packet"
             assert nic.packets[-1] - started < 1.0
+            doc = await status(site.api)
+            for _ in range(50):  # the last of the magic packet's repeats is still going out
+                if doc["last_wake"] is not None:
+                    break
+                await asyncio.sleep(0.05)
+                doc = await status(site.api)
+            assert doc["last_wake"]["client"] == ALLOWED  # type: ignore[index]
+            assert doc["last_wake"]["source"] == "demand:dns"  # type: ignore[index]
+            assert doc["demand"]["verdicts"]["denied"] == 1  # type: ignore[index]
             # The simulated host boots on it; the Pi sees it online.
             with running(site.start_host()):
                 took = await wait_state(site.api, "online", timeout=15)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from handshake.errors import ConfigError
 from handshake.util.schema import decode
+from pi import config as pi_config
 from pi.demand.config import DemandConfig
 from pi.demand.policy import Context, Demand, decide
 
@@ -63,7 +65,6 @@ def test_the_deny_list_wins_over_the_allow_list() -> None:
 
 
 def test_quiet_hours_are_local_time() -> None:
-    from zoneinfo import ZoneInfo
     berlin = Context(host_state="offline", last_wake_at=None, own_addresses=OWN,
                      tz=ZoneInfo("Europe/Berlin"))
     # 12:00 UTC is 13:00 in Berlin in December.
@@ -102,7 +103,6 @@ def test_defaults_allow_the_private_ranges_only() -> None:
 
 
 def test_the_dns_trigger_needs_the_builtin_responder(tmp_path: Path) -> None:
-    from pi import config as pi_config
     path = tmp_path / "pi.toml"
     path.write_text("""
 [pi]

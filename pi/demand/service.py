@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from handshake.util.quietlog import RateLimitedLog
+from handshake.util.timeutil import iso
 from pi import state as sm
 from pi.config import PiConfig
 from pi.demand import page
@@ -248,7 +249,7 @@ class DemandService:
                 "listening": sorted(self.listening), "bind_errors": {
                     str(p): m for p, m in sorted(self.bind_errors.items())},
                 "verdicts": dict(sorted(self.verdicts.items())),
-                "last_wake_at": self.last_wake_at}
+                "last_wake_at": iso(self.last_wake_at)}
 
 
 def _norm(address: str) -> str:
