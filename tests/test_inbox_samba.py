@@ -48,10 +48,11 @@ PAUSE_S = 1.0  # longer than SETTLE_S: only "closed" tells that the file is fini
 
 
 class Smb:
-    """A private smbd on 127.0.0.1 sharing ``share`` as //127.0.0.1/inbox."""
+    """A private smbd on ``address`` sharing ``share`` as //ADDRESS/inbox."""
 
-    def __init__(self, root: Path, share: Path) -> None:
+    def __init__(self, root: Path, share: Path, address: str = "127.0.0.1") -> None:
         self.root = root
+        self.address = address
         self.port = free_port()
         for name in ("lock", "state", "cache", "pid", "private"):
             (root / name).mkdir(parents=True)
@@ -59,7 +60,7 @@ class Smb:
         self.conf.write_text(f"""
 [global]
   server role = standalone server
-  interfaces = 127.0.0.1
+  interfaces = {address}
   bind interfaces only = yes
   smb ports = {self.port}
   disable netbios = yes
@@ -86,7 +87,7 @@ class Smb:
         deadline = time.monotonic() + SMB_START_S
         while True:
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                if s.connect_ex((address, self.port)) == 0:
                     return
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -96,7 +97,7 @@ class Smb:
     async def client(self, *commands: str, source_dir: Path) -> str:
         """Run ``smbclient -c "CMD; CMD"`` against the share; its output."""
         proc = await asyncio.create_subprocess_exec(
-            "smbclient", "//127.0.0.1/inbox", "-p", str(self.port), "-N", "-s", str(self.conf),
+            "smbclient", f"//{self.address}/inbox", "-p", str(self.port), "-N", "-s", str(self.conf),
             "-c", "; ".join(commands), cwd=source_dir,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await proc.communicate()
