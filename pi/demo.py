@@ -83,6 +83,15 @@ name = "nas.home.arpa"
 ttl_s = 5
 listen = "127.0.0.1:{DNS_PORT}"
 reconcile_s = 10
+
+# While the host sleeps, a LAN client asking for its name wakes it (the Pi's own
+# queries from 127.0.0.1 do not: that is where a local forwarder asks from), and a
+# browser at http://{PI_ADDRESS}:{HOST_PORT}/ gets the "waking" page.
+[wake_on_demand]
+dns = true
+http_ports = [{HOST_PORT}]
+clients = ["127.0.0.0/8"]
+min_interval_s = 30
 {plugs}
 [inbox]
 dir = "{root / 'inbox'}"
