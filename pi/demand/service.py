@@ -160,7 +160,8 @@ class DemandService:
                 continue
             try:
                 server = await asyncio.start_server(self._handler(port), address, port,
-                                                    reuse_address=True)
+                                                    reuse_address=True,
+                                                    limit=page.MAX_REQUEST_BYTES)
             except OSError as exc:
                 message = _bind_problem(exc, address, port)
                 if self.bind_errors.get(port) != message:
@@ -210,7 +211,7 @@ class DemandService:
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
-            request = page.parse_request(head[:page.MAX_REQUEST_BYTES])
+            request = page.parse_request(head)
             if request is None:
                 return
             writer.write(self._answer(request, writer, port))
