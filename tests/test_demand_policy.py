@@ -34,7 +34,7 @@ def ctx(state: str = "offline", last: float | None = None) -> Context:
     ("fd00::5", ctx(), {}, NOON, "wake"),
     ("192.168.1.50", ctx("online"), {}, NOON, "not-asleep"),
     ("192.168.1.50", ctx("waking"), {}, NOON, "not-asleep"),
-    ("192.168.1.50", ctx("going_offline"), {}, NOON, "not-asleep"),
+    ("192.168.1.50", ctx("going_offline"), {}, NOON, "wake"),  # once it is down
     ("192.168.1.2", ctx(), {}, NOON, "own"),  # the Pi itself
     ("192.168.1.10", ctx(), {}, NOON, "own"),  # the host, just before it slept
     ("127.0.0.1", ctx(), {}, NOON, "own"),

@@ -8,9 +8,10 @@ from datetime import datetime, tzinfo
 
 from pi.demand.config import DemandConfig
 
-# States in which the host neither needs nor may get a demand wake: it answers already,
-# it is on its way up, or it is going down (a query then is its own clients' last word).
-_NOT_ASLEEP = ("online", "waking", "going_offline")
+# States in which the host needs no demand wake: it answers already, or it is on its way
+# up. Going down is not one of them: a person who asks just as it suspends must not wait
+# for the next wake; the state machine wakes it as soon as it is down.
+_NOT_ASLEEP = ("online", "waking")
 
 
 @dataclass(frozen=True, slots=True)
