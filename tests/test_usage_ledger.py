@@ -119,7 +119,7 @@ def test_a_crash_loses_at_most_the_pending_minute_and_restart_closes_the_open_in
     ledger.commit(T0 + 60)
     ledger.transition("online", T0 + 70)  # pending: lost with the crash below
     ledger.wake(T0 + 80, "api", None)
-    ledger._db = None  # noqa: SLF001 - a crash: the connection dies, nothing more is written
+    ledger.db.close()  # a crash: the connection dies with the memory, nothing more is written
 
     # The controller restored "online since T0 + 70" from host-state.json.
     again = Ledger(path, clock=Clock(T0 + 500))
@@ -182,7 +182,8 @@ def test_retention_drops_what_is_older_than_retention_days(tmp_path: Path) -> No
     assert len(intervals) == 1 + 31 * 3  # the offline interval the cutoff falls into stays
     assert all(at >= cutoff for at, _, _ in wakes)
     assert all(end is None or end >= cutoff for _, end, _ in intervals)
-    assert intervals[-1][2] == "offline" and intervals[-1][1] is None
+    assert intervals[-1][2] == "offline"
+    assert intervals[-1][1] is None
     ledger.close()
 
 
