@@ -172,6 +172,9 @@ class UsageDocument(Document, frozen=True, kw_only=True, tag="edgepair.usage/1")
     recorded_since: str | None = None
     days: list[UsageDay] = []
     month: UsageTotals | None = None
+    # Today in the Pi's zone: [today_start, today_end) and its state bands up to now.
+    today_start: str | None = None
+    today_end: str | None = None
     today: list[UsageBand] = []
     recent_wakes: list[UsageWake] = []
     demand_clients: list[DemandClient] = []

@@ -172,7 +172,10 @@ def test_the_noisiest_demand_clients_first() -> None:
 
 
 def test_today_timeline_is_clipped_to_today() -> None:
-    bands = build(ACROSS_MIDNIGHT, [], at(NOW), BERLIN).today
+    document = build(ACROSS_MIDNIGHT, [], at(NOW), BERLIN)
+    assert (document.today_start, document.today_end) == ("2026-06-09T22:00:00.000Z",
+                                                          "2026-06-10T22:00:00.000Z")
+    bands = document.today
     assert [(b.start, b.end, b.state) for b in bands] == [
         ("2026-06-09T22:00:00.000Z", "2026-06-09T23:00:00.000Z", "online"),
         ("2026-06-09T23:00:00.000Z", "2026-06-10T10:00:00.000Z", "offline")]

@@ -80,6 +80,8 @@ def build(intervals: Sequence[Interval], wakes: Sequence[Wake], now: float, tz: 
         recorded_since=iso(intervals[0].start_ms / 1000) if intervals else None,
         days=[d for d in days if d.date >= first_shown.isoformat()],
         month=month,
+        today_start=iso(_start(today, tz)),
+        today_end=iso(_start(today + timedelta(days=1), tz)),
         today=_timeline(intervals, _start(today, tz), now),
         recent_wakes=[UsageWake(at=iso(w.at_ms / 1000) or "", reason=w.reason, client=w.client)
                       for w in recent],
