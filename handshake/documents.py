@@ -115,6 +115,73 @@ class PiholeDocument(Document, frozen=True, kw_only=True, tag="edgepair.pihole/1
     gravity: dict[str, Any] | None = None
 
 
+class UsageWake(msgspec.Struct, frozen=True, kw_only=True):
+    """One wake in usage.json: when, why (handshake.messages.WAKE_REASONS), for whom."""
+
+    at: str
+    reason: str
+    client: str | None = None
+
+
+class UsageBand(msgspec.Struct, frozen=True, kw_only=True):
+    """One host state interval of today's timeline (clipped to the day)."""
+
+    start: str
+    end: str
+    state: str
+
+
+class UsageDay(msgspec.Struct, frozen=True, kw_only=True):
+    """One local day in usage.json; the energy figures are null without host plug data."""
+
+    date: str
+    partial: bool = False
+    hours_recorded: float = 0.0
+    hours_online: float = 0.0
+    wakes: dict[str, int] = {}
+    host_kwh: float | None = None
+    saved_kwh: float | None = None
+    saved_money: float | None = None
+
+
+class UsageTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """The sums over the current calendar month (the days with data)."""
+
+    month: str
+    hours_online: float = 0.0
+    wakes: dict[str, int] = {}
+    host_kwh: float | None = None
+    saved_kwh: float | None = None
+    saved_money: float | None = None
+
+
+class DemandClient(msgspec.Struct, frozen=True, kw_only=True):
+    """A client whose demand woke the host (last 30 days), with how often."""
+
+    client: str
+    wakes: int
+    last: str
+
+
+class UsageDocument(Document, frozen=True, kw_only=True, tag="edgepair.usage/1"):
+    """usage.json (api): per day hours online, wakes by reason, host kWh, kWh/money saved."""
+
+    timezone: str | None = None
+    host_plug: str | None = None
+    online_draw_w: float | None = None
+    price_per_kwh: float | None = None
+    currency: str = "EUR"
+    recorded_since: str | None = None
+    days: list[UsageDay] = []
+    month: UsageTotals | None = None
+    # Today in the Pi's zone: [today_start, today_end) and its state bands up to now.
+    today_start: str | None = None
+    today_end: str | None = None
+    today: list[UsageBand] = []
+    recent_wakes: list[UsageWake] = []
+    demand_clients: list[DemandClient] = []
+
+
 # -- the other Pi daemons' documents ---------------------------------------------------------
 
 
@@ -227,7 +294,8 @@ D = TypeVar("D", bound=Document)
 # The file name each Pi document is published under (state_dir/public/).
 FILES: dict[type[Document], str] = {
     HostDocument: "host.json", SnapshotDocument: "snapshot.json", PiDocument: "pi.json",
-    PiholeDocument: "pihole.json", PowerDocument: "power.json", InboxDocument: "inbox.json",
+    PiholeDocument: "pihole.json", UsageDocument: "usage.json", PowerDocument: "power.json",
+    InboxDocument: "inbox.json",
     ControlDocument: "control.json", SnapshotSentDocument: "snapshot-sent.json",
     InboxReceivedDocument: "inbox-received.json",
 }

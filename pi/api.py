@@ -25,7 +25,7 @@ from handshake.messages import ComingOnline, GoingOffline, WakeRequest
 from handshake.replay import NonceStore
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
-from pi import pihole_stats, pistats
+from pi import pihole_stats, pistats, replan
 from pi import state as sm
 from pi.config import PiConfig
 from pi.control import planapi
@@ -35,6 +35,7 @@ from pi.heartbeat import HeartbeatProbe
 from pi.hostloop import HostController
 from pi.openapi import OPENAPI, PI_OPENAPI
 from pi.ratelimit import TokenBucket
+from pi.usage.service import UsageService
 from pi.wol import WolSender
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,10 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
         try:
             wol = WolSender(config.host.mac, config.wol)
             probe = HeartbeatProbe(config.host.url, config.host.heartbeat_timeout_s, session)
-            controller = HostController(config, dns, wol.send, probe.probe, kick=kick)
+            usage = UsageService(config)
+            controller = HostController(config, dns, wol.send, probe.probe, kick=kick,
+                                        observers=[usage])
+            usage.open(controller.status)
             demand = DemandService(config, controller)
             controller.observers.append(demand)
             if config.wake_on_demand.enabled:
@@ -244,6 +248,9 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                     ready()
                     group.create_task(_publish_pi_stats(config))
                     group.create_task(demand.run())
+                    group.create_task(usage.run())  # commits what waits when cancelled
+                    if config.control is not None:
+                        group.create_task(replan.run(config, controller))
             finally:
                 await runner.cleanup()
                 save_nonces(config, verifier)

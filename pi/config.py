@@ -29,6 +29,7 @@ from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
 from pi.pihole_stats import PiholeStatsConfig
 from pi.power.config import PowerConfig
+from pi.usage.config import UsageConfig
 
 DAEMONS = ("api", "power", "inbox", "control")
 _MAC_RE = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
@@ -185,6 +186,7 @@ class PiConfig(Section, frozen=True, kw_only=True):
     inbox: InboxConfig | None = None
     control: ControlConfig | None = None
     pihole: PiholeStatsConfig | None = None
+    usage: UsageConfig = UsageConfig()
     file: Path = msgspec.field(default=Path("pi.toml"), name="_file")  # set by load()
 
     @property

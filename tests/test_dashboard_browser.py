@@ -99,6 +99,8 @@ name = "nas.home.arpa"
 listen = "127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
 [[schedule.wake]]
 at = "07:00"
+[usage]
+publish_interval_s = 3600
 """)
     site = PiSite(root=root, url=f"http://127.0.0.1:{port}", public=root / "state" / "public",
                   wol=wol, host_url=f"http://127.0.0.1:{free_port()}")
@@ -489,6 +491,117 @@ def test_through_the_shipped_nginx_config_the_page_is_whole_and_clean(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _usage(public: Path, change: Any = None, now: float | None = None) -> dict[str, Any]:
+    """The usage fixture written over the daemon's own usage.json (it rewrites it hourly)."""
+    usage = fixtures.load("usage", now)
+    if change is not None:
+        change(usage)
+    tmp = public / "usage.json.tmp"
+    tmp.write_text(json.dumps(usage))
+    tmp.replace(public / "usage.json")
+    return usage
+
+
+@pytest.mark.parametrize("width", [1280, 360])
+def test_host_usage_card_draws_today_fourteen_days_and_the_month(
+        tab: Tab, pi_site: PiSite, width: int) -> None:
+    def unrecorded(usage: dict[str, Any]) -> None:
+        usage["days"][-14]["hours_recorded"] = 0  # a day before the ledger began
+
+    _usage(pi_site.public, unrecorded)
+    try:
+        tab.page.set_viewport_size({"width": width, "height": 900})
+        tab.open(pi_site.url + "/")
+        t = tab.text
+        assert card(tab, "usage") == "ok", t("#card-usage")
+        assert t("#card-usage [data-field=today-online]") == "2 h 28 min"
+        assert t("#card-usage .headline") == "2 h 28 min online today · 2 wakes"
+        # today: asleep, waking, up, going offline, asleep, waking, up (now)
+        timeline = "#card-usage svg.timeline"
+        states = tab.page.eval_on_selector_all(f"{timeline} rect.band",
+                                               "els => els.map(e => e.dataset.state)")
+        assert states == ["offline", "waking", "online", "going_offline", "offline", "waking",
+                          "online"]
+        assert tab.page.locator(f"{timeline} rect.band.up").count() == 2
+        assert tab.page.locator(f"{timeline} rect.band.asleep").count() == 2
+        label = tab.page.get_attribute(timeline, "aria-label") or ""
+        assert label == "Today: up 2 h 28 min in 2 stretches"
+        # the bands end at now: half the day (the fixture is written at noon)
+        right = tab.page.eval_on_selector_all(
+            f"{timeline} rect.band", "els => els.map(e => +e.getAttribute('x') + "
+                                     "+e.getAttribute('width'))")
+        track = tab.page.eval_on_selector(f"{timeline} rect.track",
+                                          "e => [+e.getAttribute('x'), +e.getAttribute('width')]")
+        assert abs(right[-1] - (track[0] + track[1] / 2)) < 1.5
+        # 14 days of hours up: 13 drawn, one not recorded
+        hours = "#card-usage svg.hours"
+        assert tab.page.locator(f"{hours} rect.bar").count() == 14
+        assert tab.page.locator(f"{hours} rect.bar.missing").count() == 1
+        assert tab.page.locator(f"{hours} rect.bar.today").count() == 1
+        heights = tab.page.eval_on_selector_all(f"{hours} rect.bar:not(.missing):not(.today)",
+                                                "els => els.map(e => +e.getAttribute('height'))")
+        assert len(heights) == 12
+        assert max(heights) > 2 * min(heights)  # 7 h 45 min days beside 2 h days
+        # the month: kWh and money saved, reasons, the noisiest demand clients
+        assert t("#card-usage [data-field=month-kwh]") == "3.04 kWh this month"
+        assert t("#card-usage [data-field=month-saved]") == \
+            "10.4 kWh · 3.30 EUR against an always-on host"
+        assert t("#card-usage [data-fact=reasons] dd") == (
+            "schedule 15 · API 5 · DNS demand 5 · port demand 2 · Wake button 1 · energy plan 1")
+        clients = tab.page.eval_on_selector_all("#card-usage .clients li",
+                                                "els => els.map(e => e.dataset.client)")
+        assert clients == ["192.168.1.61", "192.168.1.50", "192.168.1.72"]
+        assert t("#card-usage .clients li:first-child").startswith("192.168.1.61 6 wakes, last ")
+        assert t("#card-usage [data-fact=last-wake] dd").startswith("Wake button, ")
+        svg_right = tab.page.eval_on_selector_all(
+            "#card-usage svg", "els => els.map(e => e.getBoundingClientRect().right)")
+        card_right = tab.page.eval_on_selector("#card-usage",
+                                               "e => e.getBoundingClientRect().right")
+        assert all(r <= card_right for r in svg_right)
+        widths = tab.page.evaluate("[document.documentElement.scrollWidth, "
+                                   "document.documentElement.clientWidth]")
+        assert widths == [width, width]
+        tab.shot(f"dashboard-usage-{width}.png")
+        tab.assert_clean()
+    finally:
+        _usage(pi_site.public)
+
+
+def test_host_usage_card_absent_stale_or_odd_breaks_nothing(tab: Tab, pi_site: PiSite) -> None:
+    public = pi_site.public
+    (public / "usage.json").unlink()
+    try:
+        tab.open(pi_site.url + "/")
+        assert card(tab, "usage") == "absent"
+        assert tab.text("#card-usage .body") == "no data yet"
+        for name in ("host", "power", "inbox", "control", "pihole", "pi"):
+            assert card(tab, name) == "ok", name
+        tab.assert_clean(expected_404=("usage.json",))
+        # an hour old with a one-minute refresh: stale, still drawn, flagged
+        _usage(public, now=time.time() - 3600)
+        tab.problems.clear()
+        tab.open(pi_site.url + "/")
+        assert card(tab, "usage") == "stale"
+        assert "Stale: the api daemon refreshes this every 1 min" in tab.text("#card-usage .banner")
+        assert tab.page.locator("#card-usage svg.hours rect.bar").count() == 14
+        tab.assert_clean()
+
+        def odd(usage: dict[str, Any]) -> None:  # a file from a future minor change
+            usage["days"][-1] = None
+            usage["today"] = [None, {"state": "online", "start": "soon", "end": None}]
+            usage["month"] = None
+            usage["demand_clients"] = [None]
+
+        _usage(public, odd)
+        tab.open(pi_site.url + "/")
+        assert card(tab, "usage") == "ok"
+        assert tab.page.locator("#card-usage svg.timeline rect.band").count() == 0
+        assert tab.text("#card-usage [data-fact=month] dd") == "—"
+        tab.assert_clean()
+    finally:
+        _usage(public)
 
 
 async def _coming_online(url: str) -> Any:

@@ -8,6 +8,7 @@ import {
   absentWords, ago, duration, freshness, pollDelayS, wakeAnswer, wakeView,
 } from "./core.js";
 import { FETCH_TIMEOUT_MS, Source } from "./source.js";
+import { renderUsage } from "./usage.js";
 
 const TICK_MS = 1000;
 // The first render waits this long at most for every file to answer.
@@ -15,13 +16,16 @@ const FIRST_DRAW_WAIT_MS = 500;
 const RENDERERS = {
   host: renderHost, power: renderPower, inbox: renderInbox, pihole: renderPihole,
   pi: renderPi, control: renderControl, received: renderReceived, sent: renderSent,
+  usage: renderUsage,
 };
 const WRITERS = {
-  host: "the api daemon", pi: "the api daemon", pihole: "the api daemon",
+  host: "the api daemon", pi: "the api daemon", pihole: "the api daemon", usage: "the api daemon",
   power: "the power daemon", inbox: "the inbox daemon", control: "the control daemon",
 };
 // Cards on the Pi's files; host mode adds the host's own.
-const PI_CARDS = ["host", "power", "inbox", "control", "pihole", "pi"];
+const PI_CARDS = ["host", "usage", "power", "inbox", "control", "pihole", "pi"];
+// Cards whose charts are drawn at their body's width.
+const CHART_CARDS = ["power", "usage"];
 const HOST_CARDS = { received: "inbox-received", sent: "snapshot-sent" };
 
 const app = {
@@ -199,7 +203,7 @@ function renderCard(card) {
     return;
   }
   // Reading a width forces a layout: only the charts need one.
-  if (card.name === "power") card.width = card.body.clientWidth;
+  if (CHART_CARDS.includes(card.name)) card.width = card.body.clientWidth;
   const ctx = {
     now: source.now(), state: card.state, width: card.width, stale: view.status !== "ok",
     rerender: () => renderCard(card),
@@ -291,17 +295,19 @@ function resume() {
 }
 
 function watchWidth() {
-  const card = app.cards.get("power");
   if (!("ResizeObserver" in window)) return;
-  let pending = false;
-  new ResizeObserver(() => {
-    if (pending) return;
-    pending = true;
-    requestAnimationFrame(() => {
-      pending = false;
-      if (card.lastStatus !== "loading" && Math.abs(card.body.clientWidth - card.width) > 8) renderCard(card);
-    });
-  }).observe(card.body);
+  for (const name of CHART_CARDS) {
+    const card = app.cards.get(name);
+    let pending = false;
+    new ResizeObserver(() => {
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(() => {
+        pending = false;
+        if (card.lastStatus !== "loading" && Math.abs(card.body.clientWidth - card.width) > 8) renderCard(card);
+      });
+    }).observe(card.body);
+  }
 }
 
 // -- Wake --------------------------------------------------------------------------------

@@ -124,6 +124,10 @@ class ControlConfig(Section, frozen=True, kw_only=True):
     soc_max_pct: Annotated[float, Meta(ge=0, le=100, description="never charge above")] = 100.0
     grid_import_max_w: Annotated[float | None, Meta(ge=0, description="grid import cap")] = None
     loads: Annotated[tuple[LoadConfig, ...], Meta(description="switchable loads")] = ()
+    # Three hours: a host that will not wake at once still has time to push a new plan.
+    replan_before_s: Annotated[float, Meta(
+        ge=0, le=86400, description="the api daemon wakes the host this long before the "
+                                    "plan in force expires")] = 10800.0
 
     DERIVED: ClassVar[dict[str, Derived]] = {
         "max_charge_w": Derived(lambda c: _rating(c, "max_charge_w"), "the profile's rating"),

@@ -319,6 +319,15 @@ class History:
         return [DayRow(names.get(p, str(p)), d, n, e, dt, wh)
                 for d, p, n, e, dt, wh in self.db.execute(sql + " ORDER BY day", args)]
 
+    def energy(self, first: int, end: int, plug: str) -> tuple[int, int]:
+        """``(e, dt)`` summed over one plug's minutes ``first <= minute < end``."""
+        if plug not in self._ids:
+            return 0, 0
+        e, dt = self.db.execute(
+            "SELECT coalesce(sum(e), 0), coalesce(sum(dt), 0) FROM minute "
+            "WHERE plug = ? AND minute >= ? AND minute < ?", (self._ids[plug], first, end)).fetchone()
+        return int(e), int(dt)
+
     def plugs(self) -> list[str]:
         return sorted(self._ids)
 

@@ -1,0 +1,1 @@
+"""The usage ledger: host state intervals and wakes in sqlite, published as usage.json."""
