@@ -31,7 +31,7 @@ EDGEPAIR = "/opt/edgepair/venv/bin/edgepair"
 PI_DAEMONS = ("api", "power", "inbox", "control")
 DAEMON_UNITS = (*(f"edgepair-pi-{d}.service" for d in PI_DAEMONS), "edgepair-host.service")
 ALL_UNITS = (*DAEMON_UNITS, "edgepair-host-shutdown.service", "edgepair-host-plan.service")
-TIMERS = ("edgepair-host-plan.timer",)
+TIMERS = ("edgepair-host-plan.timer", "edgepair-host-replan.timer")
 
 # Overall exposure, on systemd-analyze's 0-10 scale, at most 1.4 ("OK"; the units score
 # 1.1-1.4, listed per unit in the README's security model, which a test keeps equal).
