@@ -100,11 +100,13 @@ TIMERS_JSON = ('[{"next":1765083600000000,"left":3595000000,"last":1765080000000
                '"unit":"backup.timer","activates":"backup.service"},'
                '{"next":null,"left":null,"last":null,"passed":null,"unit":"off.timer",'
                '"activates":"off.service"}]')
-TIMERS_TEXT = """\
-Sun 2025-12-07 05:00:00 UTC 59min left Sun 2025-12-07 04:00:00 UTC 5s ago edgepair-host-plan.timer edgepair-host-plan.service
-Sun 2025-12-07 07:00:00 CET 2h left    n/a                         n/a    backup.timer             backup.service
-n/a                         n/a        n/a                         n/a    off.timer                off.service
-"""
+TIMERS_TEXT = (
+    "Sun 2025-12-07 05:00:00 UTC 59min left Sun 2025-12-07 04:00:00 UTC 5s ago "
+    "edgepair-host-plan.timer edgepair-host-plan.service\n"
+    "Sun 2025-12-07 07:00:00 CET 2h left    n/a                         n/a    "
+    "backup.timer             backup.service\n"
+    "n/a                         n/a        n/a                         n/a    "
+    "off.timer                off.service\n")
 
 
 def run_with(answers: dict[tuple[str, ...], tuple[int, str]]) -> Any:
