@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 from msgspec import Meta
@@ -50,6 +51,8 @@ class IdleConfig(Section, frozen=True, kw_only=True):
     wakeup_delta_s: Annotated[float, Meta(ge=0, le=86400,
                                           description="wake this much before a wake time")] = 120.0
     smb: Annotated[bool, Meta(description="busy while an SMB client has a file open")] = False
+    smb_config: Annotated[Path | None, Meta(
+        description="the smb.conf smbstatus reads (default: Samba's own)")] = None
     users: Annotated[bool, Meta(description="busy while a user is logged in (logind, who)")] = \
         False
     load_above: Annotated[float | None, Meta(gt=0, le=10000,
