@@ -92,7 +92,7 @@ idle_afer_s = 5
     assert got == [
         "idle.idle_afer_s: unknown key (did you mean 'idle_after_s'?); known keys: "
         "check_interval_s, command, dry_run, enabled, idle_after_s, load_above, min_sleep_s, "
-        "processes, smb, suspend_command, tcp_ports, timezone, users, wake_schedule, "
+        "processes, smb, smb_config, suspend_command, tcp_ports, timezone, users, wake_schedule, "
         "wake_timers, wakeup_delta_s",
         "idle.enabled: expected true or false, got 'yes'",
         "idle.idle_after_s: expected a value ≥ 0, got -1.0",
