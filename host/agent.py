@@ -23,6 +23,7 @@ from handshake.guard import Guard, GuardedSite
 from handshake.http import add_frontend, make_app
 from handshake.replay import NonceStore
 from host.config import HostConfig
+from host.idle import loop as idle_loop
 from host.inbox import receiver
 from host.routes import OPENAPI_PATHS_KEY, PREFIX, SIGNED, add_route
 from host.routes import json_response as _json_response
@@ -128,6 +129,7 @@ async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = Non
     # Quiet journal: the Pi polls /health every few seconds, so no access log.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
+    idle_task: asyncio.Task[None] | None = None  # a strong reference while it runs
     try:
         host, port = config.host.listen
         try:
@@ -138,6 +140,8 @@ async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = Non
         for sig in signals:
             loop.add_signal_handler(sig, _stop_on, sig, stop)
         log.info("host agent listening on http://%s:%d", host, port)
+        if config.idle.enabled:
+            idle_task = asyncio.create_task(idle_loop.run(config, stop), name="idle")
         if on_ready is not None:
             on_ready()
         while not stop.is_set():
@@ -147,6 +151,10 @@ async def run(config: HostConfig, *, on_ready: Callable[[], object] | None = Non
                 async with asyncio.timeout(tick_s or TICK_S):
                     await stop.wait()
     finally:
+        if idle_task is not None:
+            idle_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await idle_task
         for sig in signals:
             loop.remove_signal_handler(sig)
         await runner.cleanup()

@@ -23,6 +23,7 @@ from handshake.util.secrets import load_secrets
 from handshake.util.timeutil import parse_iso
 from host import config as host_config
 from host.agent import TICK_S, run
+from host.idle import cli as idle_cli
 from host.notify import notify, shutdown_reason
 from host.planner import cli as plan_cli
 
@@ -48,6 +49,10 @@ def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
         config = host_config.load(args.config)
         if args.command == "run":
             return _run(config, on_ready, on_tick)
+        if args.command == "idle":
+            return idle_cli.status(config, args.json)
+        if args.command == "sleep":
+            return idle_cli.sleep(config, args.dry_run)
         if args.command in ("wake", "status"):
             command = clientcmd.wake if args.command == "wake" else clientcmd.status
             return command(config.pi.url, config.secrets().handshake_key, args.json)
@@ -105,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
                        ("status", "show the host's state as the Pi sees it")):
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    idle = sub.add_parser("idle", help="sleep when idle: what keeps the host awake")
+    idle_sub = idle.add_subparsers(dest="idle_command", required=True, metavar="COMMAND")
+    idle_status = idle_sub.add_parser("status", parents=[common],
+                                      help="every check's verdict, idle since, next wake")
+    idle_status.add_argument("--json", action="store_true", help="print it as JSON")
+    sleep = sub.add_parser("sleep", parents=[common],
+                           help="tell the Pi and suspend now (suspend_command)")
+    sleep.add_argument("--dry-run", action="store_true",
+                       help="say what would happen; send and suspend nothing")
     check = sub.add_parser("check-config", help="validate a host config file and its secrets")
     check.add_argument("file", type=Path)
     check.add_argument("--side", choices=["host"], help=argparse.SUPPRESS)

@@ -11,6 +11,7 @@ from handshake import connlimits
 from handshake.util.configfile import load_toml
 from handshake.util.schema import HostPort, Listen, Section, Url, decode
 from handshake.util.secrets import Secrets, load_secrets
+from host.idle.config import IdleConfig
 from host.inbox.config import HostInboxConfig
 from host.planner.config import PlannerConfig
 
@@ -62,6 +63,7 @@ class HostConfig(Section, frozen=True, kw_only=True):
     snapshot: SnapshotSection = SnapshotSection()
     inbox: HostInboxConfig | None = None
     planner: PlannerConfig | None = None
+    idle: IdleConfig = IdleConfig()
     file: Path = field(default=Path("host.toml"), name="_file")  # set by load()
 
     @property

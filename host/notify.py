@@ -16,6 +16,7 @@ from handshake.errors import FatalError, PeerUnavailable, RequestError
 from handshake.messages import ComingOnline, GoingOffline, Reason
 from handshake.util import strictjson
 from handshake.util.timeutil import iso
+from host import activity
 from host.config import HostConfig
 from host.snapshot import SYSTEMCTL_TIMEOUT_S, Runner, build_snapshot, read_boot_id
 
@@ -43,12 +44,13 @@ async def notify(config: HostConfig, kind: Kind, *, reason: Reason = "shutdown",
     PeerUnavailable. A refusal (4xx) or an answer without ack is a FatalError. Both name
     the URL, the deadline and the cause.
     """
-    if client is None:
-        key = (await asyncio.to_thread(config.secrets)).handshake_key
-        timeout_s = min(REQUEST_TIMEOUT_S, config.pi.notify_deadline_s)
-        async with HandshakeClient(config.pi.url, key, timeout_s=timeout_s) as own:
-            return await _send(config, kind, reason, wake_at, own)
-    return await _send(config, kind, reason, wake_at, client)
+    with activity.busy(f"notify {kind}"):
+        if client is None:
+            key = (await asyncio.to_thread(config.secrets)).handshake_key
+            timeout_s = min(REQUEST_TIMEOUT_S, config.pi.notify_deadline_s)
+            async with HandshakeClient(config.pi.url, key, timeout_s=timeout_s) as own:
+                return await _send(config, kind, reason, wake_at, own)
+        return await _send(config, kind, reason, wake_at, client)
 
 
 def shutdown_reason(run: Runner = subprocess.run) -> Reason | None:

@@ -17,13 +17,14 @@ from handshake.util.schema import (
     HostPort,
     IpAddress,
     Listen,
-    Parse,
     Section,
     TimeZone,
     Url,
     decode,
 )
 from handshake.util.secrets import Secrets, load_secrets
+from handshake.util.weekly import WakeTime as WakeTime  # noqa: PLC0414 (re-exported: it lived here)
+from handshake.util.weekly import parse_days as parse_days  # noqa: PLC0414
 from pi.control.config import ControlConfig
 from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
@@ -35,8 +36,6 @@ DAEMONS = ("api", "power", "inbox", "control")
 _MAC_RE = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
 _NAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                       r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # A probe longer than this would starve the watchdog (WatchdogSec=30): a host that takes
 # 20 s to answer on the LAN is not answering.
 MAX_HEARTBEAT_TIMEOUT_S = 20.0
@@ -137,34 +136,6 @@ class DnsSection(Section, frozen=True, kw_only=True):
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.backend == "hostsfile" and self.hosts_file is None:
             yield ("hosts_file", "required when backend = \"hostsfile\"")
-
-
-def parse_days(text: object) -> tuple[int, ...]:
-    """``"mon-fri"``, ``"sat,sun"``, ``"daily"`` → weekday numbers (0 = Monday)."""
-    if not isinstance(text, str):
-        raise TypeError(text)
-    text = text.strip().lower()
-    if text in ("daily", "*", "mon-sun"):
-        return tuple(range(7))
-    days: set[int] = set()
-    for part in text.split(","):
-        first, sep, last = part.strip().partition("-")
-        if first not in DAY_NAMES or (sep and last not in DAY_NAMES):
-            raise ValueError(text)
-        a = DAY_NAMES.index(first)
-        b = DAY_NAMES.index(last) if sep else a
-        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])
-    return tuple(sorted(days))
-
-
-class WakeTime(Section, frozen=True, kw_only=True):
-    """One scheduled wake: a local time of day on some weekdays (0 = Monday)."""
-
-    at: Annotated[str, Check(lambda v: bool(_TIME_RE.match(v)), "a local time HH:MM (24 h)"),
-                  Meta(description="local time of day")]
-    days: Annotated[tuple[int, ...], Parse(parse_days, "days like \"mon-fri\" or \"sat,sun\"",
-                                           "days", show=lambda _: '"daily"'),
-                    Meta(description="mon-fri, sat,sun, daily …")] = tuple(range(7))
 
 
 class ScheduleSection(Section, frozen=True, kw_only=True):

@@ -138,7 +138,10 @@ def test_optional_pi_settings_are_valid(tmp_path: Path) -> None:
 def test_optional_host_settings_are_valid(tmp_path: Path) -> None:
     path = tmp_path / "host.toml"
     path.write_text(uncommented((EXAMPLES / "host.toml").read_text()))
-    assert host_config.load(path).host.max_body_bytes == 4 * 1024 * 1024
+    config = host_config.load(path)
+    assert config.host.max_body_bytes == 4 * 1024 * 1024
+    assert config.idle.tcp_ports == (22,)
+    assert [(w.at, w.days) for w in config.idle.wake_schedule] == [("07:00", (0, 1, 2, 3, 4))]
 
 
 def test_secrets_example_names_the_keys_load_secrets_reads(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from handshake import inboxwire
 from handshake.http import read_body, signed
+from host import activity
 from host.inbox import names, store
 from host.inbox.config import HostInboxConfig
 from host.inbox.ledger import Ledger, Receipt
@@ -64,8 +65,9 @@ async def post_batch(request: web.Request) -> web.StreamResponse:
     ledger = receiver.ledger
     if ledger is None:
         return unavailable(receiver)
-    items = parse(await read_body(request))
-    await receiver.run(_store, receiver.config, ledger, items)
+    with activity.busy("inbox upload"):
+        items = parse(await read_body(request))
+        await receiver.run(_store, receiver.config, ledger, items)
     receiver.changed()
     return web.json_response({"files": [item.result for item in items]})
 

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from handshake import inboxwire
 from handshake.http import CONTENT_SHA256, json_error, verify_headers_only
+from host import activity
 from host.config import HostConfig
 from host.inbox import batch, names, store
 from host.inbox.config import HostInboxConfig
@@ -87,7 +88,8 @@ async def put_file(request: web.Request) -> web.StreamResponse:
         return json_error(413, "file_too_large", f"{path}: {length} bytes is more than "
                           f"[inbox] max_file_bytes ({config.max_file_bytes})")
     try:
-        receipt, duplicate = await _receive(request, receiver, ledger, parts, sha256, length)
+        with activity.busy("inbox upload"):
+            receipt, duplicate = await _receive(request, receiver, ledger, parts, sha256, length)
     except DiskFull as exc:
         if exc.free is None:
             log.warning("%s: inbox disk full; nothing stored", path)

@@ -24,6 +24,7 @@ from handshake.plan import SLOT_S, UNBOUNDED, PlanDocument, PlanSlot, validate
 from handshake.util import atomic
 from handshake.util.cliexit import EXIT_OK, report
 from handshake.util.timeutil import iso, parse_iso, utcnow
+from host import activity
 from host import config as host_config
 from host.planner import dp, inputs
 from host.planner.config import PlannerConfig, ShiftableLoad
@@ -55,7 +56,9 @@ def main(argv: list[str]) -> int:
         planner: PlannerConfig | None = config.planner
         if planner is None:
             raise ConfigError([f"{args.config}: [planner]: section missing"])
-        return asyncio.run(_run(config, planner, args))
+        # The agent's idle loop sees the run (another process) by its marker file.
+        with activity.busy("planner run", config.private_dir / activity.MARKER_DIR):
+            return asyncio.run(_run(config, planner, args))
     except (EdgepairError, ValueError) as exc:
         return report(exc)
 
