@@ -29,9 +29,13 @@ HOST_PORT = 8771
 WOL_PORT = 9009
 DNS_PORT = 5335
 API_PORT = 8770
-# The simulated host "boots" this long after the magic packet, then stays up this long.
+# The simulated host "boots" this long after the magic packet; its agent's [idle] loop
+# suspends it after this long without activity (checked every IDLE_CHECK_S).
 BOOT_S = 3.0
-AWAKE_S = 90.0
+IDLE_AFTER_S = 60.0
+IDLE_CHECK_S = 2.0
+# A LAN client of the demo (the Pi's own 127.0.0.1 is where a forwarder asks from).
+CLIENT_ADDRESS = "127.0.0.9"
 # The emulated plugs' own account (loopback only).
 TAPO_USER, TAPO_PASSWORD = "demo@example.com", "demo-password"
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRETS = "secrets.toml"
 READY = "pi-ready"  # written by the Pi side once every daemon is ready
 HOST_POWER = "host-power-state"  # asleep | booting | up: what the host's plug measures
+SUSPEND = "host-suspend"  # written by the simulated host's suspend_command: "sleep now"
 # Every daemon imports kasa, pymodbus and aiohttp before it listens.
 PI_START_TIMEOUT_S = 60.0
 # Each side gets this long to stop on SIGTERM before it is killed.
@@ -135,6 +140,9 @@ edgepair demo is running (everything on 127.0.0.1; Ctrl-C stops it)
   public files   {root / 'pi-state/public'}
   DNS answer     dig @127.0.0.1 -p {DNS_PORT} nas.home.arpa +short
                  {HOST_ADDRESS} = the host is online, {PI_ADDRESS} = the Pi stands in
+  wake on demand dig -b {CLIENT_ADDRESS} @127.0.0.1 -p {DNS_PORT} nas.home.arpa +short
+                 (a LAN client asks for the sleeping host's name: the Pi wakes it), or open
+                 http://{PI_ADDRESS}:{HOST_PORT}/ (the "waking" page, then the host's own view)
   press wake     the dashboard's Wake button, or
                  curl -s -X POST {api}/api/v1/wake          (anonymous, rate-limited)
                  edgepair wake --config {root / 'pi.toml'}   (signed)
@@ -142,6 +150,9 @@ edgepair demo is running (everything on 127.0.0.1; Ctrl-C stops it)
 
 Emulated: two Tapo P110 plugs (KLAP; "nas" draws what the simulated host draws), a
 Modbus hybrid inverter with a battery, and the host. The host sleeps now; wake it and
-watch the DNS answer flip. It stays up {AWAKE_S:.0f} s, pushes an energy plan, then
-announces going-offline with a snapshot and sleeps again.
+watch the DNS answer flip. Once up it pushes an energy plan and takes the inbox's files;
+after {IDLE_AFTER_S:.0f} s with nothing to do its idle loop announces going-offline (with
+a snapshot and its wake_at) and it suspends by itself:
+  idle checks    edgepair host idle status --config {root / 'host.toml'}
+  usage          {root / 'pi-state/public/usage.json'} and the dashboard's Host usage card
 """

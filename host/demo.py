@@ -23,14 +23,16 @@ from handshake import documents
 from handshake.client import HandshakeClient
 from handshake.command import configure_logging
 from handshake.demo import (
-    AWAKE_S,
     BOOT_S,
     HOST_ADDRESS,
     HOST_PORT,
     HOST_POWER,
+    IDLE_AFTER_S,
+    IDLE_CHECK_S,
     MAC,
     ROOT,
     SECRETS,
+    SUSPEND,
     WOL_PORT,
 )
 from handshake.documents import ControlDocument
@@ -46,6 +48,7 @@ log = logging.getLogger("edgepair.demo")
 DEFAULT_SOC_PCT = 50.0
 # The agent needs this long to listen after it is started.
 AGENT_START_S = 0.3
+POLL_S = 0.2
 
 
 def write_config(root: Path, api_port: int) -> Path:
@@ -69,6 +72,15 @@ volumes = ["{root}"]
 
 [inbox]
 dir = "{root / 'host-inbox'}"
+
+# The real idle loop; "suspending" asks the simulated host to stop its agent and sleep
+# until the next magic packet (the command is ended with the agent, like a real resume).
+[idle]
+enabled = true
+idle_after_s = {IDLE_AFTER_S:g}
+check_interval_s = {IDLE_CHECK_S:g}
+min_sleep_s = 0
+suspend_command = ["sh", "-c", "touch '{root / SUSPEND}' && exec sleep 3600"]
 """)
     return host
 
@@ -76,11 +88,9 @@ dir = "{root / 'host-inbox'}"
 class SimulatedHost:
     """Sleeps until a magic packet for its MAC arrives on 127.0.0.1, boots, naps again."""
 
-    def __init__(self, config: host_config.HostConfig, root: Path,
-                 awake_s: float = AWAKE_S) -> None:
+    def __init__(self, config: host_config.HostConfig, root: Path) -> None:
         self.config = config
         self.root = root
-        self.awake_s = awake_s
         self.magic = bytes.fromhex("ff" * 6 + MAC.replace(":", "") * 16)
         self.wake = asyncio.Event()
         self.state = "asleep"
@@ -103,7 +113,6 @@ class SimulatedHost:
                 log.info("simulated host is asleep; waiting for a magic packet on 127.0.0.1:%d",
                          WOL_PORT)
                 await self.wake.wait()
-                self.wake.clear()
                 self._say("booting")
                 log.info("magic packet received: the simulated host boots (%.0f s)", BOOT_S)
                 await asyncio.sleep(BOOT_S)
@@ -113,9 +122,11 @@ class SimulatedHost:
                 self._say("up")
                 await self._notify("coming-online")
                 await self.push_plan()
-                log.info("simulated host is up; it will go to sleep in %.0f s", self.awake_s)
-                await asyncio.sleep(self.awake_s)
-                await self._notify("going-offline")
+                log.info("simulated host is up; its idle loop suspends it after %.0f s idle "
+                         "(edgepair host idle status shows why it is still up)", IDLE_AFTER_S)
+                await self._suspend_requested(server)
+                self.wake.clear()  # the repeats of the last wake's magic packet are old news
+                log.info("the idle loop said going-offline and suspends the simulated host")
                 stop.set()
                 await server
                 self._say("asleep")
@@ -141,6 +152,14 @@ class SimulatedHost:
             log.info("simulated host pushed an energy plan (%d slots)", len(plan["slots"]))
         except EdgepairError as exc:
             log.warning("simulated host could not push its plan: %s", exc)
+
+    async def _suspend_requested(self, server: asyncio.Task[None]) -> None:
+        """Until the agent's suspend_command asks for sleep (or the agent ends)."""
+        flag = self.root / SUSPEND
+        flag.unlink(missing_ok=True)
+        while not flag.exists() and not server.done():  # noqa: ASYNC110 - another process writes it
+            await asyncio.sleep(POLL_S)
+        flag.unlink(missing_ok=True)
 
     async def _listen(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         while True:
