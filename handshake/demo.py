@@ -34,6 +34,8 @@ API_PORT = 8770
 BOOT_S = 3.0
 IDLE_AFTER_S = 60.0
 IDLE_CHECK_S = 2.0
+# Overrides IDLE_AFTER_S (seconds > 0), for a shorter cycle (the demo's own test uses it).
+IDLE_ENV = "EDGEPAIR_DEMO_IDLE_S"
 # A LAN client of the demo (the Pi's own 127.0.0.1 is where a forwarder asks from).
 CLIENT_ADDRESS = "127.0.0.9"
 # The emulated plugs' own account (loopback only).
@@ -60,6 +62,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="state directory (default: temp)")
     parser.add_argument("--port", type=int, default=API_PORT, help="the Pi api's port")
     args = parser.parse_args(argv)
+    idle_s = idle_after_s()
     root = (args.dir or Path(tempfile.mkdtemp(prefix="edgepair-demo-"))).resolve()
     write_secrets(root)
     (root / READY).unlink(missing_ok=True)
@@ -72,7 +75,7 @@ def main(argv: list[str]) -> int:
         if not _wait_ready(root / READY, pi):
             return pi.returncode if pi.returncode is not None else EXIT_FAILED
         children.insert(0, _spawn("host.demo", "--dir", str(root), "--pi-port", str(args.port)))
-        print(banner(args.port, root), flush=True)
+        print(banner(args.port, root, idle_s), flush=True)
         while all(child.poll() is None for child in children):
             time.sleep(POLL_S)
         print("edgepair demo: a side stopped unexpectedly; stopping the other", file=sys.stderr)
@@ -84,6 +87,21 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in children:  # the host first, then the Pi
             _stop(child)
+
+
+def idle_after_s() -> float:
+    """How long the simulated host stays up with nothing to do: IDLE_AFTER_S or $IDLE_ENV."""
+    text = os.environ.get(IDLE_ENV)
+    if text is None:
+        return IDLE_AFTER_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 86400:
+        raise SystemExit(f"edgepair demo: {IDLE_ENV}: expected seconds > 0 and ≤ 86400, "
+                         f"got {text!r}")
+    return value
 
 
 def write_secrets(root: Path) -> Path:
@@ -130,7 +148,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-def banner(api_port: int, root: Path) -> str:
+def banner(api_port: int, root: Path, idle_s: float = IDLE_AFTER_S) -> str:
     api = f"http://127.0.0.1:{api_port}"
     return f"""
 edgepair demo is running (everything on 127.0.0.1; Ctrl-C stops it)
@@ -151,7 +169,7 @@ edgepair demo is running (everything on 127.0.0.1; Ctrl-C stops it)
 Emulated: two Tapo P110 plugs (KLAP; "nas" draws what the simulated host draws), a
 Modbus hybrid inverter with a battery, and the host. The host sleeps now; wake it and
 watch the DNS answer flip. Once up it pushes an energy plan and takes the inbox's files;
-after {IDLE_AFTER_S:.0f} s with nothing to do its idle loop announces going-offline (with
+after {idle_s:.0f} s with nothing to do its idle loop announces going-offline (with
 a snapshot and its wake_at) and it suspends by itself:
   idle checks    edgepair host idle status --config {root / 'host.toml'}
   usage          {root / 'pi-state/public/usage.json'} and the dashboard's Host usage card

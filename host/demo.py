@@ -27,13 +27,13 @@ from handshake.demo import (
     HOST_ADDRESS,
     HOST_PORT,
     HOST_POWER,
-    IDLE_AFTER_S,
     IDLE_CHECK_S,
     MAC,
     ROOT,
     SECRETS,
     SUSPEND,
     WOL_PORT,
+    idle_after_s,
 )
 from handshake.documents import ControlDocument
 from handshake.errors import EdgepairError
@@ -77,7 +77,7 @@ dir = "{root / 'host-inbox'}"
 # until the next magic packet (the command is ended with the agent, like a real resume).
 [idle]
 enabled = true
-idle_after_s = {IDLE_AFTER_S:g}
+idle_after_s = {idle_after_s():g}
 check_interval_s = {IDLE_CHECK_S:g}
 min_sleep_s = 0
 suspend_command = ["sh", "-c", "touch '{root / SUSPEND}' && exec sleep 3600"]
@@ -123,7 +123,8 @@ class SimulatedHost:
                 await self._notify("coming-online")
                 await self.push_plan()
                 log.info("simulated host is up; its idle loop suspends it after %.0f s idle "
-                         "(edgepair host idle status shows why it is still up)", IDLE_AFTER_S)
+                         "(edgepair host idle status shows why it is still up)",
+                         idle_after_s())
                 await self._suspend_requested(server)
                 self.wake.clear()  # the repeats of the last wake's magic packet are old news
                 log.info("the idle loop said going-offline and suspends the simulated host")

@@ -1,4 +1,5 @@
-"""``edgepair demo`` end to end, as a newcomer runs it: wake, DNS flip, inbox, SIGTERM."""
+"""``edgepair demo`` end to end, as a newcomer runs it: wake, DNS flip, inbox, the host
+sleeping by itself, a demand wake, SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import dns.asyncquery
+import dns.message
+import pytest
 
 from handshake import demo
 from tests.e2e import resolve, spawn, stop, wait_http, wait_state
@@ -17,6 +21,22 @@ from tests.helpers import free_port
 
 # Spawning the demo imports every daemon (kasa, pymodbus, aiohttp) before it listens.
 START_TIMEOUT_S = 30.0
+
+
+IDLE_S = 5.0
+
+
+def _wakes(public: Path) -> dict[str, int]:
+    try:
+        days = json.loads((public / "usage.json").read_text())["days"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    totals: dict[str, int] = {}
+    for day in days:
+        for reason, n in day["wakes"].items():
+            if n:
+                totals[reason] = totals.get(reason, 0) + n
+    return totals
 
 
 async def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -27,7 +47,9 @@ async def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) ->
         await asyncio.sleep(0.1)
 
 
-async def test_demo_wakes_the_host_flips_dns_delivers_the_inbox_and_stops(tmp_path: Path) -> None:
+async def test_demo_wakes_the_host_flips_dns_delivers_the_inbox_and_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(demo.IDLE_ENV, str(IDLE_S))
     port = free_port()
     api = f"http://127.0.0.1:{port}"
     log = tmp_path / "demo.log"
@@ -69,6 +91,16 @@ async def test_demo_wakes_the_host_flips_dns_delivers_the_inbox_and_stops(tmp_pa
         assert {plug["name"] for plug in power["plugs"]} == {"nas", "fridge"}
         control = json.loads((public / "control.json").read_text())
         assert control["mode"] in {"following", "safe"}
+
+        # Nothing to do: the host's idle loop suspends it by itself, and a LAN client that
+        # asks for its name wakes it again.
+        await wait_state(api, "offline", timeout=IDLE_S + 20)
+        assert await resolve("nas.home.arpa", demo.DNS_PORT) == demo.PI_ADDRESS
+        await dns.asyncquery.udp(dns.message.make_query("nas.home.arpa", "A"), "127.0.0.1",
+                                 port=demo.DNS_PORT, source=demo.CLIENT_ADDRESS, timeout=2)
+        await wait_state(api, "online", timeout=demo.BOOT_S + 10)
+        await _wait_for(lambda: _wakes(public) == {"api": 1, "demand:dns": 1}, 70,
+                        "both wakes in usage.json")
     finally:
         rc = stop(proc, signal.SIGTERM)
     # SIGTERM stops the whole demo (not only the simulated host's agent), cleanly.
