@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from handshake.documents import UsageDocument
 from pi import state as sm
 from pi.config import load
 from pi.hostloop import HostController
+from pi.power.history import History, Sample
 from pi.usage.ledger import DAY_MS, Interval, Ledger, Wake
 from pi.usage.service import UsageService
 from tests.helpers import pi_toml
@@ -234,3 +236,51 @@ async def test_the_service_hears_the_controller_and_flushes_on_a_clean_stop(tmp_
     assert wols == [1]
     _, wakes = rows(config.private_dir / "usage.sqlite3")
     assert [w[1] for w in wakes] == ["button"]  # the clean stop committed it
+
+
+def test_the_host_plug_energy_comes_from_the_power_history_read_only(tmp_path: Path) -> None:
+    """kWh per day and the online draw from power.sqlite3; without it, nulls, not a crash."""
+    config = load(pi_toml(tmp_path, extra="""
+[schedule]
+timezone = "UTC"
+[[power.plugs]]
+name = "nas"
+address = "127.0.0.1"
+role = "host"
+[[power.plugs]]
+name = "router"
+address = "127.0.0.1"
+"""))
+    day0 = 1_780_012_800.0  # a UTC midnight
+    clock = Clock(day0 + 86400 + 6 * 3600)  # 06:00 the next day
+    usage = UsageService(config, clock=clock)
+    assert usage.open(sm.HostStatus(state=sm.HostState.OFFLINE, since=day0))
+    assert usage.document(clock.now).host_plug == "nas"
+    assert usage.document(clock.now).days[-1].host_kwh is None  # no power history at all
+    # The host was online 08:00-10:00 on day 0 at 40 W, asleep at 2 W otherwise.
+    usage.state_changed(usage_status("offline", day0), usage_status("online", day0 + 8 * 3600),
+                        day0 + 8 * 3600)
+    usage.state_changed(usage_status("online", day0), usage_status("offline", day0 + 10 * 3600),
+                        day0 + 10 * 3600)
+    history = History(config.private_dir / "power.sqlite3", tz=UTC)
+    history.open()
+    samples = []
+    for minute in range(int((clock.now - day0) // 60)):
+        ts = day0 + minute * 60 + 30  # mid-minute, like the plugs' 5 s samples
+        watts = 40 if 8 * 60 <= minute < 10 * 60 else 2
+        samples.append(Sample("nas", round(ts * 1000), watts * 1000, 60_000))
+        samples.append(Sample("router", round(ts * 1000), 7000, 60_000))
+    history.commit(samples, clock.now)
+    history.close()
+    document = usage.document(clock.now)
+    assert document.online_draw_w == 40.0  # only the online minutes, only the host plug
+    first, second = document.days[-2], document.days[-1]
+    # day 0: 2 h × 40 W + 22 h × 2 W = 0.124 kWh; always on: 40 W × 24 h = 0.96 kWh
+    assert (first.hours_online, first.host_kwh, first.saved_kwh) == (2.0, 0.124, 0.836)
+    assert (second.host_kwh, second.saved_kwh) == (0.012, 0.228)  # 6 h so far
+    assert (first.saved_money, document.price_per_kwh) == (None, None)
+    usage.ledger.close()
+
+
+def usage_status(state: str, since: float) -> sm.HostStatus:
+    return sm.HostStatus(state=sm.HostState(state), since=since)
