@@ -3,6 +3,7 @@
 import re
 from datetime import datetime, time, timedelta, tzinfo
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from msgspec import Meta
 
@@ -40,6 +41,15 @@ class WakeTime(Section, frozen=True, kw_only=True):
     days: Annotated[tuple[int, ...], Parse(parse_days, "days like \"mon-fri\" or \"sat,sun\"",
                                            "days", show=lambda _: '"daily"'),
                     Meta(description="mon-fri, sat,sun, daily …")] = tuple(range(7))
+
+
+def zone(name: str | None) -> tzinfo:
+    """The named time zone, else this machine's local one."""
+    if name:
+        return ZoneInfo(name)
+    local = datetime.now().astimezone().tzinfo
+    assert local is not None
+    return local
 
 
 def next_time(entries: tuple[WakeTime, ...], after: datetime, tz: tzinfo) -> datetime | None:

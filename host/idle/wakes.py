@@ -11,7 +11,6 @@ import logging
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo
 
 from handshake.util import weekly
 from host.idle.checks import TOOL_TIMEOUT_S, Runner
@@ -62,11 +61,7 @@ def next_wake(config: IdleConfig, now: datetime, run: Runner = subprocess.run) -
 
 def zone(config: IdleConfig) -> tzinfo:
     """The schedule's time zone: configured, else the host's local zone."""
-    if config.timezone:
-        return ZoneInfo(config.timezone)
-    local = datetime.now().astimezone().tzinfo
-    assert local is not None
-    return local
+    return weekly.zone(config.timezone)
 
 
 class TimersUnavailable(Exception):
