@@ -8,6 +8,7 @@ the daemon starts from its clean default. Only the file's owning process calls `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -67,6 +68,21 @@ def set_aside(path: Path, problem: str, *, log: logging.Logger = _log,
     log.warning("%s is unusable (%s): set aside as %s; starting from a clean default",
                 path, _short(problem), target.name)
     return target
+
+
+def set_aside_database(path: Path, problem: object, *, log: logging.Logger = _log) -> Path:
+    """Move a sqlite file that is not a usable database aside, with its -wal and -shm.
+
+    ``<name>.broken-<unix time>`` (kept, never deleted), with one ERROR naming it; the
+    caller then starts a new database at ``path``.
+    """
+    aside = path.with_name(f"{path.name}.broken-{int(time.time())}")
+    log.error("%s is not a usable database (%s): moved to %s, starting a new one",
+              path, problem, aside)
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
+    return aside
 
 
 def _short(problem: str, limit: int = 200) -> str:

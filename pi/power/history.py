@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from handshake.errors import FatalError, TemporaryError
+from handshake.util import privatefile
 
 if TYPE_CHECKING:
     from pi.power.config import PowerConfig
@@ -160,12 +160,7 @@ class History:
                              "aside to start a new history)") from exc
         except sqlite3.DatabaseError as exc:  # not a database, or a malformed one
             self.close()
-            aside = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
-            log.error("%s is not a usable database (%s): moved to %s, starting a new one",
-                      self.path, exc, aside)
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    Path(f"{self.path}{suffix}").rename(f"{aside}{suffix}")
+            privatefile.set_aside_database(self.path, exc, log=log)
             self._open()
 
     def _open(self) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handshake.errors import FatalError, TemporaryError
+from handshake.util import privatefile
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,7 @@ class Ledger:
             self.close()
             if isinstance(exc, sqlite3.OperationalError):  # locked, full, read-only
                 raise TemporaryError(f"cannot open the usage ledger {self.path}: {exc}") from exc
-            aside = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
-            log.error("%s is not a usable database (%s): moved to %s, starting a new one",
-                      self.path, exc, aside)
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    Path(f"{self.path}{suffix}").rename(f"{aside}{suffix}")
+            privatefile.set_aside_database(self.path, exc, log=log)
             self._open()
         since_ms = round(since * 1000)
         row = self.db.execute("SELECT start_ms, state FROM intervals WHERE end_ms IS NULL "
