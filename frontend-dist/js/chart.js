@@ -161,14 +161,14 @@ function lineSummary(label, readings, values, stepS) {
 }
 
 /** "2026-01-15" as local midnight (a date has no time zone). */
-function localDate(text) {
+export function localDate(text) {
   const [y, m, d] = String(text).split("-").map(Number);
   return new Date(y, (m || 1) - 1, d || 1).getTime();
 }
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-function svg(tag, attrs = {}, ...children) {
+export function svg(tag, attrs = {}, ...children) {
   const el = document.createElementNS(SVG_NS, tag);
   for (const [key, value] of Object.entries(attrs ?? {})) {
     if (value !== null && value !== undefined) el.setAttribute(key, String(value));

@@ -2,6 +2,7 @@
 // savings and the clients whose demand wakes the host most. Inline SVG, no library.
 
 import { facts, fill, h, since } from "./cards.js";
+import { localDate, svg } from "./chart.js";
 import { day, duration, hourLabel, kwh, num, parseTime, plural } from "./core.js";
 
 const BARS = 14;
@@ -13,7 +14,6 @@ const REASON_WORDS = {
   button: "Wake button", api: "API", schedule: "schedule", wake_at: "host's own timer",
   "demand:dns": "DNS demand", "demand:port": "port demand", inbox: "inbox", plan: "energy plan",
 };
-const SVG_NS = "http://www.w3.org/2000/svg";
 
 export function renderUsage(body, doc, ctx) {
   const days = Array.isArray(doc.days) ? doc.days.filter((d) => d && typeof d === "object") : [];
@@ -136,18 +136,4 @@ function hoursChart(days, width) {
       svg("text", { class: "label", x: MARGIN.left + plotW, y: HEIGHT.bars - 3, "text-anchor": "end" }, "today"));
   }
   return chart;
-}
-
-function localDate(text) {
-  const [y, m, d] = String(text).split("-").map(Number);
-  return new Date(y, (m || 1) - 1, d || 1).getTime();
-}
-
-function svg(tag, attrs = {}, ...children) {
-  const el = document.createElementNS(SVG_NS, tag);
-  for (const [key, value] of Object.entries(attrs ?? {})) {
-    if (value !== null && value !== undefined) el.setAttribute(key, String(value));
-  }
-  for (const child of children) el.append(child);
-  return el;
 }
