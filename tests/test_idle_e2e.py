@@ -140,7 +140,9 @@ async def test_idle_host_tells_the_pi_with_its_wake_at_and_then_suspends(
     calls = await until(site.suspends, what="the suspend command")
     assert (site.calls.read_text().split()[1:]) == ["suspend"]
     assert len(calls) == 1
-    idle = site.idle()
+    # The suspend script records its call before the loop publishes the outcome: wait for it.
+    idle = await until(lambda: (d := site.idle()) and d.get("last_suspend") and d,
+                       what="the suspend outcome in idle.json")
     assert idle["schema"] == "edgepair.idle/1"
     assert idle["last_suspend"]["result"] == "ok"
     assert idle["last_suspend"]["wake_at"] == iso(site.wake_at)
