@@ -196,8 +196,10 @@ def test_values_from_the_files_appear_in_their_cards(tab: Tab, pi_site: PiSite) 
     for name in ("host", "inbox", "power", "control", "pihole", "pi"):
         assert card(tab, name) == "ok", (name, t(f"#card-{name}"))
         assert t(f"#card-{name} .card-head .age").startswith("updated"), name
-    # host: the daemon's own host.json, the fixture snapshot
-    assert t("[data-field=host-state]") == "asleep"
+    # host: the daemon's own host.json (a host it has never heard from), the fixture snapshot
+    assert t("[data-field=host-state]") == "unknown"
+    assert t("[data-field=host-detail]") in ("— no heartbeat yet", "— no answer to heartbeats yet")
+    assert tab.page.locator("[data-field=since]").count() == 0  # not "asleep since <start>"
     assert t("[data-fact=dns] dd") == "nas.home.arpa → 127.0.0.2 (the Pi)"
     assert "(schedule)" in t("[data-fact=next-wake] dd")
     assert t("[data-part=snapshot] [data-fact=storage] dd").startswith("2.7 TB of 4.3 TB used (62 %)")
@@ -263,7 +265,7 @@ def test_a_stale_file_is_stale_and_a_broken_file_breaks_only_its_card(
         assert "written by a newer edgepair (edgepair.snapshot/2)" in tab.text(snap)
         # the rest is untouched
         assert card(tab, "host") == "ok"
-        assert tab.text("[data-field=host-state]") == "asleep"
+        assert tab.text("[data-field=host-state]") == "unknown"
         assert card(tab, "pi") == "ok"
         # power.json is not refreshed while the page is open: live → stale by itself
         tab.page.wait_for_selector("#card-power[data-status=stale]", timeout=WAIT_MS)
@@ -350,6 +352,10 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
         off: s.hostView({state: "unreachable", power: {state: "off", watts: 0.4, stale: false}}),
         unknown: s.hostView({state: "unreachable", power: null}),
         going: s.hostView({state: "going_offline", reason: "suspend"}),
+        neverSeen: s.hostView({state: "offline", reason: "never_seen", last_heartbeat: null}),
+        neverAnswered: s.hostView({state: "offline", reason: "never_seen",
+                                   last_heartbeat: {ok: false, at: at(2)}}),
+        asleep: s.hostView({state: "offline", reason: null}),
         timedOut: s.wakeView(sent, {state: "waking", since: at(200)}, false, now),
         gaveUp: s.wakeView({...sent, sentAt: now - 5000}, {state: "unreachable", since: at(1),
                            power: {state: "off", watts: 0.3, stale: false}}, false, now),
@@ -389,6 +395,9 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
     assert got["off"]["detail"] == "off: its plug draws next to nothing (0.4 W)"
     assert got["unknown"]["detail"] == "hung or off: no plug measures the host"
     assert got["going"]["word"] == "going to sleep"
+    assert (got["neverSeen"]["word"], got["neverSeen"]["detail"]) == ("unknown", "no heartbeat yet")
+    assert got["neverAnswered"]["detail"] == "no answer to heartbeats yet"
+    assert got["asleep"]["word"] == "asleep"
     assert got["timedOut"]["message"].startswith("Not answering: the host did not come up within 3 min")
     assert got["timedOut"]["disabled"] is False
     assert "(off: its plug draws next to nothing (0.3 W))" in got["gaveUp"]["message"]
@@ -424,7 +433,7 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
 def test_wake_sends_a_magic_packet_and_the_button_follows_the_host(
         tab: Tab, pi_site: PiSite) -> None:
     tab.open(pi_site.url + "/")
-    assert tab.text("[data-field=host-state]") == "asleep"
+    assert tab.text("[data-field=host-state]") == "unknown"  # never seen since the Pi started
     assert tab.page.get_attribute("#wake-status", "aria-live") == "polite"
     tab.page.click("#wake")
     packet, sender = pi_site.wol.recvfrom(1024)

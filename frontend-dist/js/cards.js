@@ -250,7 +250,7 @@ export function renderHost(body, doc, ctx) {
       // Stale: what the Pi last said, not what the host is doing now.
       pill(ctx.stale ? `last known: ${view.word}` : view.word, ctx.stale ? "idle" : view.tone,
         { "data-field": "host-state", "data-state": doc.state }),
-      stateSince ? h("span", { "data-field": "since" }, ` since ${clock(stateSince, ctx.now)} (`, since(stateSince, ctx.now), ")") : null,
+      stateSince && view.known !== false ? h("span", { "data-field": "since" }, ` since ${clock(stateSince, ctx.now)} (`, since(stateSince, ctx.now), ")") : null,
       view.detail ? h("span", { class: "detail", "data-field": "host-detail" }, ` — ${view.detail}`) : null),
     doc.alarm ? h("p", { class: "problem", "data-field": "alarm" }, pill("alarm", "bad"), ` ${doc.alarm.message}`) : null,
     facts([
