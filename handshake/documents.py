@@ -103,6 +103,9 @@ class PiDocument(Document, frozen=True, kw_only=True, tag="edgepair.pi/1"):
     disk: dict[str, Any] | None = None
     daemons: dict[str, dict[str, Any]] = {}
     pihole_configured: bool = False
+    # The SMB folders on the Pi (the inbox, the standalone share): path, total, used, free
+    # bytes each, or an error when the folder cannot be measured.
+    shares: dict[str, dict[str, Any]] = {}
 
 
 class PiholeDocument(Document, frozen=True, kw_only=True, tag="edgepair.pihole/1"):

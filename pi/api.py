@@ -278,7 +278,8 @@ async def _publish_pi_stats(config: PiConfig) -> None:
         try:
             document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S,
                                        pihole=config.pihole is not None,
-                                       grace_until=started + pistats.STARTUP_GRACE_S)
+                                       grace_until=started + pistats.STARTUP_GRACE_S,
+                                       shares=config.shares())
         except OSError as exc:  # out of descriptors: /proc cannot be read; next round
             quiet.failure("collect", "cannot collect the Pi's figures: %s", exc.strerror or exc)
         else:

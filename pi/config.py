@@ -143,6 +143,14 @@ class ScheduleSection(Section, frozen=True, kw_only=True):
     timezone: Annotated[TimeZone | None, Meta(description="default: the Pi's local zone")] = None
 
 
+class ShareSection(Section, frozen=True, kw_only=True):
+    """The standalone SMB share (scripts/samba/edgepair-share.conf): always there, on the Pi
+    itself, whether the host sleeps or not. No daemon owns it; pi.json shows its free space."""
+
+    dir: Annotated[Path, Check(lambda p: p.is_absolute(), "an absolute path"),
+                   Meta(description="the shared folder")] = Path("/smb/share")
+
+
 class PiConfig(Section, frozen=True, kw_only=True):
     """The whole Pi file; the optional sections configure the daemons that own them."""
 
@@ -158,6 +166,7 @@ class PiConfig(Section, frozen=True, kw_only=True):
     control: ControlConfig | None = None
     pihole: PiholeStatsConfig | None = None
     usage: UsageConfig = UsageConfig()
+    share: ShareSection | None = None
     file: Path = msgspec.field(default=Path("pi.toml"), name="_file")  # set by load()
 
     @property
@@ -173,6 +182,15 @@ class PiConfig(Section, frozen=True, kw_only=True):
             yield ("wake_on_demand.dns", f"expected dns.backend = \"builtin\" (only the "
                    f"built-in responder sees the queries; Pi-hole forwards the zone to it), "
                    f"got dns.backend = \"{self.dns.backend}\"")
+
+    def shares(self) -> dict[str, Path]:
+        """The SMB folders on the Pi whose free space pi.json shows, by share name."""
+        out = {}
+        if self.inbox is not None:
+            out["inbox"] = self.inbox.dir
+        if self.share is not None:
+            out["share"] = self.share.dir
+        return out
 
     def daemons(self) -> tuple[str, ...]:
         """The daemons this file configures: api always, the others when their section exists."""

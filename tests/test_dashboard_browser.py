@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -101,7 +102,10 @@ listen = "127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
 at = "07:00"
 [usage]
 publish_interval_s = 3600
+[share]
+dir = "{root / 'share'}"
 """)
+    (root / "share").mkdir()
     site = PiSite(root=root, url=f"http://127.0.0.1:{port}", public=root / "state" / "public",
                   wol=wol, host_url=f"http://127.0.0.1:{free_port()}")
     # The host agent, for host mode, serves the full dashboard; the Pi does not poll it.
@@ -231,6 +235,8 @@ def test_values_from_the_files_appear_in_their_cards(tab: Tab, pi_site: PiSite) 
     assert t("#card-control [data-fact=readback] dd") == "battery 54 % · charging 2.48 kW · exporting 320.0 W"
     assert t("#card-pi [data-fact=hostname] dd") == os.uname().nodename
     assert t("#card-pi [data-fact=daemons] dd").startswith("api ")
+    assert re.fullmatch(r"[\d.]+ [KMGT]?B free of [\d.]+ [KMGT]?B",
+                        t("#card-pi [data-fact=share-share] dd")), t("#card-pi [data-fact=share-share] dd")
     tab.shot("dashboard-1280.png")
     tab.assert_clean()
 
@@ -387,6 +393,12 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
         absentControl: s.absentWords("control", {daemons: {api: {}}}).key,
         absentPihole: s.absentWords("pihole", {daemons: {api: {}}}).key,
         pendingPihole: s.absentWords("pihole", {daemons: {api: {}}, pihole_configured: true}),
+        shares: cards.shareFacts({
+          inbox: {path: "/srv/edgepair/inbox", total_bytes: 32e9, used_bytes: 31.5e9, free_bytes: 0.5e9},
+          share: {path: "/smb/share", error: "not found"},
+          usb: {path: "/mnt/usb", total_bytes: 1e12, used_bytes: 1e11, free_bytes: 9e11},
+        }).map(([label, node, key]) => [label, node.textContent, node.className ?? "", key]),
+        noShares: cards.shareFacts(undefined).length + cards.shareFacts([1]).length,
       };
     }""")
     assert got["lastKnown"] == "last known: online"  # a stale host.json is not news
@@ -425,6 +437,11 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
     assert (got["absentPower"], got["absentControl"]) == ("no-data", "not-configured")
     # Pi-hole: "not configured" only when pi.json says so, else it is just not there yet
     assert got["absentPihole"] == "not-configured"
+    assert got["shares"] == [
+        ["Inbox space", "500 MB free of 32.0 GB", "tone-text-bad", "share-inbox"],  # low: < 1 GB
+        ["Share space", "/smb/share: not found", "tone-text-bad", "share-share"],
+        ["usb space", "900 GB free of 1.0 TB", "", "share-usb"]]
+    assert got["noShares"] == 0
     assert got["pendingPihole"] == {"key": "no-data",
                                     "text": "no data yet (waiting for Pi-hole's first summary)"}
     tab.assert_clean()

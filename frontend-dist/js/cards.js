@@ -167,6 +167,22 @@ export function renderPihole(body, doc, ctx) {
     ]));
 }
 
+const SHARE_LABEL = { inbox: "Inbox space", share: "Share space" };
+
+/** pi.json's shares: each SMB folder's free space (low: under 10 % or 1 GB). */
+export function shareFacts(shares) {
+  if (!shares || typeof shares !== "object" || Array.isArray(shares)) return [];
+  return Object.entries(shares).map(([name, s]) => {
+    const label = SHARE_LABEL[name] ?? `${name} space`;
+    if (!s || typeof s !== "object" || typeof s.free_bytes !== "number" || typeof s.total_bytes !== "number") {
+      return [label, h("span", { class: "tone-text-bad" }, `${s?.path ?? name}: ${s?.error ?? "unknown"}`), `share-${name}`];
+    }
+    const low = s.free_bytes < 1e9 || s.free_bytes < 0.1 * s.total_bytes;
+    return [label, h("span", { class: low ? "tone-text-bad" : null },
+      `${bytes(s.free_bytes)} free of ${bytes(s.total_bytes)}`), `share-${name}`];
+  });
+}
+
 export function renderPi(body, doc) {
   const load = Array.isArray(doc.load) ? doc.load : [];
   const memory = doc.memory;
@@ -181,6 +197,7 @@ export function renderPi(body, doc) {
     ["Memory", memory ? `${bytes(memory.used_bytes)} of ${bytes(memory.total_bytes)} used (${percent((100 * memory.used_bytes) / memory.total_bytes, 0)})` : "—", "memory"],
     ["Temperature", typeof temp === "number" ? pill(`${num(temp, 1)} °C`, tempTone) : "not available", "temperature"],
     ["Disk", disk ? `${bytes(disk.used_bytes)} of ${bytes(disk.total_bytes)} used (${percent((100 * disk.used_bytes) / disk.total_bytes, 0)})` : "—", "disk"],
+    ...shareFacts(doc.shares),
     ["Up", typeof doc.uptime_s === "number" ? duration(doc.uptime_s) : "—", "uptime"],
     ["Name", doc.hostname ?? "—", "hostname"],
     ["Daemons", daemons.length ? daemons.map(([name, d]) =>
