@@ -106,6 +106,8 @@ class PiDocument(Document, frozen=True, kw_only=True, tag="edgepair.pi/1"):
     # The SMB folders on the Pi (the inbox, the standalone share): path, total, used, free
     # bytes each, or an error when the folder cannot be measured.
     shares: dict[str, dict[str, Any]] = {}
+    # The Pi's own backup to the host ([backup]): last good one, last error, next due.
+    backup: dict[str, Any] | None = None
 
 
 class PiholeDocument(Document, frozen=True, kw_only=True, tag="edgepair.pihole/1"):

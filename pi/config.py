@@ -25,6 +25,7 @@ from handshake.util.schema import (
 from handshake.util.secrets import Secrets, load_secrets
 from handshake.util.weekly import WakeTime as WakeTime  # noqa: PLC0414 (re-exported: it lived here)
 from handshake.util.weekly import parse_days as parse_days  # noqa: PLC0414
+from pi.backup.config import BackupConfig
 from pi.control.config import ControlConfig
 from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
@@ -167,6 +168,7 @@ class PiConfig(Section, frozen=True, kw_only=True):
     pihole: PiholeStatsConfig | None = None
     usage: UsageConfig = UsageConfig()
     share: ShareSection | None = None
+    backup: BackupConfig | None = None
     file: Path = msgspec.field(default=Path("pi.toml"), name="_file")  # set by load()
 
     @property

@@ -21,7 +21,8 @@ UPTIME = Path("/proc/uptime")
 def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
             now: float | None = None, *, pihole: bool = False,
             grace_until: float | None = None,
-            shares: dict[str, Path] | None = None) -> PiDocument:
+            shares: dict[str, Path] | None = None,
+            backup: dict[str, Any] | None = None) -> PiDocument:
     """One pi.json document; anything the platform lacks is null, never an error.
 
     ``pihole``: whether ``[pihole]`` is configured (the api daemon then writes
@@ -41,6 +42,7 @@ def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
         daemons=daemon_states(state_dir / "public", daemons, now, grace_until),
         pihole_configured=pihole,
         shares={name: _share(path) for name, path in (shares or {}).items()},
+        backup=backup,
     )
 
 
