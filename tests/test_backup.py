@@ -192,7 +192,7 @@ def test_existing_state_is_set_aside_only_with_force_and_never_deleted(tmp_path:
     archive = tmp_path / "b.tar.gz"
     built.path.rename(archive)
     (config.private_dir / "newer-state.json").write_text("{}")
-    with pytest.raises(restore.RestoreError, match="already holds state .* pass --force"):
+    with pytest.raises(restore.RestoreError, match=r"already holds state .* pass --force"):
         restore.restore(archive, config.file, say=lambda _: None)
     assert (config.private_dir / "newer-state.json").exists()
     restore.restore(archive, config.file, force=True, say=lambda _: None, now=T0)
@@ -223,9 +223,9 @@ def test_a_restore_refuses_while_the_api_daemon_runs(tmp_path: Path) -> None:
     archive = tmp_path / "b.tar.gz"
     built.path.rename(archive)
     host, port = config.api.listen
-    with socket.create_server((host, port)):
-        with pytest.raises(restore.RestoreError, match="stop the daemons first"):
-            restore.restore(archive, config.file, force=True, say=lambda _: None)
+    with socket.create_server((host, port)), \
+            pytest.raises(restore.RestoreError, match="stop the daemons first"):
+        restore.restore(archive, config.file, force=True, say=lambda _: None)
     assert (config.private_dir / "control-baseline.json").exists()
 
 
@@ -288,7 +288,7 @@ def test_due_in(host: sm.HostStatus, outcome: Outcome, now: float, expected: flo
 def test_disabled_never_runs_and_a_bad_state_file_is_refused() -> None:
     assert due_in(online(T0), Outcome(), T0 + 999, BackupConfig(enabled=False)) == math.inf
     for bad in ([], {"last_ok": {"at": "x"}}, {"failures": -1}, {"last_try": "soon"}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="expected"):
             Outcome.from_json(bad)
     back = Outcome.from_json(json.loads(json.dumps(Outcome(
         last_ok={"ts": T0}, failures=2, last_try=T0).to_json())))
