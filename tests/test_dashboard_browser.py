@@ -399,6 +399,14 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
           usb: {path: "/mnt/usb", total_bytes: 1e12, used_bytes: 1e11, free_bytes: 9e11},
         }).map(([label, node, key]) => [label, node.textContent, node.className ?? "", key]),
         noShares: cards.shareFacts(undefined).length + cards.shareFacts([1]).length,
+        backupOk: (() => { const f = cards.backupFacts({enabled: true, running: false,
+            last_ok: {at: at(3600), bytes: 14.2e6}, last_error: null, next_due: at(-82800)}, now);
+          return f[0][1].textContent; })(),
+        backupFailing: cards.backupFacts({enabled: true, running: false, last_ok: null,
+            last_error: {at: at(60), message: "host: 507 insufficient_storage"}, next_due: null},
+          now)[0][1].textContent,
+        backupRunning: cards.backupFacts({enabled: true, running: true}, now)[0][1].textContent,
+        noBackup: cards.backupFacts(null, now).length,
       };
     }""")
     assert got["lastKnown"] == "last known: online"  # a stale host.json is not news
@@ -442,6 +450,11 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
         ["Share space", "/smb/share: not found", "tone-text-bad", "share-share"],
         ["usb space", "900 GB free of 1.0 TB", "", "share-usb"]]
     assert got["noShares"] == 0
+    assert got["backupOk"] == "11:00 (1 h ago), 14.2 MB to the host; next Fri 16 Jan, 11:00"
+    assert got["backupFailing"] == ("none yet; last try failed: host: 507 insufficient_storage"
+                                    "; next when the host is online")
+    assert got["backupRunning"] == "sending now"
+    assert got["noBackup"] == 0
     assert got["pendingPihole"] == {"key": "no-data",
                                     "text": "no data yet (waiting for Pi-hole's first summary)"}
     tab.assert_clean()

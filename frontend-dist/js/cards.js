@@ -183,7 +183,25 @@ export function shareFacts(shares) {
   });
 }
 
-export function renderPi(body, doc) {
+/** pi.json's backup: the last good one, or the failure that is news, and the next one. */
+export function backupFacts(backup, nowMs) {
+  if (!backup || typeof backup !== "object") return [];
+  const ok = backup.last_ok;
+  const okAt = parseTime(ok?.at);
+  const err = backup.last_error;
+  const next = parseTime(backup.next_due);
+  const parts = [];
+  if (backup.running) parts.push("sending now");
+  else if (okAt) parts.push(h("span", {}, `${clock(okAt, nowMs)} (`, since(okAt, nowMs), `), ${bytes(ok.bytes)} to the host`));
+  else parts.push("none yet");
+  if (err?.message) parts.push(h("span", { class: "tone-text-bad" }, `; last try failed: ${err.message}`));
+  if (backup.enabled === false) parts.push(" (off)");
+  else if (next && !backup.running) parts.push(`; next ${clock(next, nowMs)}`);
+  else if (!backup.running) parts.push("; next when the host is online");
+  return [["Backup", h("span", {}, ...parts), "backup"]];
+}
+
+export function renderPi(body, doc, ctx) {
   const load = Array.isArray(doc.load) ? doc.load : [];
   const memory = doc.memory;
   const disk = doc.disk;
@@ -198,6 +216,7 @@ export function renderPi(body, doc) {
     ["Temperature", typeof temp === "number" ? pill(`${num(temp, 1)} °C`, tempTone) : "not available", "temperature"],
     ["Disk", disk ? `${bytes(disk.used_bytes)} of ${bytes(disk.total_bytes)} used (${percent((100 * disk.used_bytes) / disk.total_bytes, 0)})` : "—", "disk"],
     ...shareFacts(doc.shares),
+    ...backupFacts(doc.backup, ctx?.now ?? Date.now()),
     ["Up", typeof doc.uptime_s === "number" ? duration(doc.uptime_s) : "—", "uptime"],
     ["Name", doc.hostname ?? "—", "hostname"],
     ["Daemons", daemons.length ? daemons.map(([name, d]) =>

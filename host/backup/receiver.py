@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 # Large bodies are written in batches this big: few thread hops, little memory.
 CHUNK_BYTES = 1024 * 1024
 MAX_PIECES = 512
+# The smallest gzipped tar with a manifest is far larger; an empty body is a mistake.
+MIN_BYTES = 64
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _CLIENT_GONE = (ConnectionError, asyncio.IncompleteReadError, aiohttp.ClientError)
 
@@ -92,6 +94,9 @@ async def put_backup(request: web.Request) -> web.StreamResponse:
     length = request.content_length
     if length is None:
         return json_error(411, "length_required", "Content-Length is required")
+    if length < MIN_BYTES:
+        return json_error(400, "invalid", f"a {length}-byte body is not a backup archive "
+                          f"(a gzipped tar is at least {MIN_BYTES} bytes)")
     if length > backups.config.max_bytes:
         return json_error(413, "backup_too_large", f"a {length}-byte backup is more than "
                           f"[backup] max_bytes ({backups.config.max_bytes}) on the host")
@@ -170,7 +175,8 @@ PUT_OPERATION: dict[str, Any] = {
         {"name": "X-Content-SHA256", "in": "header", "required": True,
          "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
     "requestBody": {"required": True, "content": {
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                                "minLength": MIN_BYTES}}}},
     "responses": {"201": json_response("Stored; the oldest beyond keep removed.", {
         **_STORED, "properties": {**_STORED["properties"],
                                   "removed": {"type": "array", "items": {"type": "string"}}}}),
