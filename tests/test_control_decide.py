@@ -43,7 +43,7 @@ def test_following_a_slot() -> None:
                         loads=("boiler",))
     assert decision.follow
     assert decision.battery_mode == "charge"
-    assert decision.values == {"power_w": 2000.0, "soc_target": 80.0}
+    assert decision.values == {"power_w": 2000.0, "soc_target": 80.0, "export_cap_w": None}
     assert decision.loads == {"boiler": "on"}
     assert decision.state.plan_id == "p1"
 
@@ -110,12 +110,13 @@ def test_targets_resolve_profiles_and_loads() -> None:
     config = ControlConfig.of(profile=SIM, address="127.0.0.1", limits=LIMITS, loads=(load_config(502),))
     follow = d.decide(make({**CHARGE, "loads": {"boiler": True}}), T0, OK, d.State(), ("boiler",))
     assert d.targets(follow, config, {}) == {"mode": 2, "charge_w": 2000, "soc_target": 80,
-                                             "load.boiler.switch": 1}
+                                             "export_limit_w": 65535, "load.boiler.switch": 1}
     safe = d.decide(None, T0, OK, d.State(), ("boiler",))
     baseline = {"inverter": {"mode": 0, "charge_w": 0, "soc_target": 90, "max_discharge_w": 3000},
                 "load.boiler": {"switch": 1}}
     assert d.targets(safe, config, baseline) == {"mode": 0, "charge_w": 0, "soc_target": 90,
-                                                 "max_discharge_w": 3000, "load.boiler.switch": 1}
+                                                 "max_discharge_w": 3000, "discharge_w": 0,
+                                                 "export_limit_w": 65535, "load.boiler.switch": 1}
 
 
 def test_targets_without_a_baseline_need_commissioning() -> None:

@@ -267,6 +267,8 @@ def modes(p: Problem, s: Solution) -> list[Command]:
     block spares the inverter's flash.
     """
     hours, b = p.hours, p.battery
+    # The level grid cannot hit self-consumption exactly: within a level of it, it is meant.
+    near = max(EPS_WH, levels(p)[2] / p.eta)
     out: list[Command] = []
     for t in range(p.slots):
         ac = s.battery_w[t] * hours
@@ -274,7 +276,7 @@ def modes(p: Problem, s: Solution) -> list[Command]:
         own = _self_consumption(p, t, b.capacity_wh * s.soc_pct[t] / 100)
         cap = p.cap(t)
         power = float(round(abs(s.battery_w[t])))
-        if abs(ac - own) <= EPS_WH:
+        if abs(ac - own) <= near:
             out.append(Command(NORMAL) if cap is None else Command(LIMIT_EXPORT, export_cap_w=cap))
         elif ac > EPS_WH:
             target = min(max(math.ceil(s.soc_pct[t + 1] - 1e-9), b.soc_min_pct), b.soc_max_pct)
