@@ -186,11 +186,8 @@ def with_loads(planner: PlannerConfig, load_w: list[float],
 
 
 def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq: int,
-          now: datetime, plan_of: Any = dp.modes) -> dict[str, Any]:
-    """Solve, check the plan as carried out against doing nothing, and write the plan document.
-
-    ``plan_of``: the solution → modes step (a test hands in a bad one to see the check work).
-    """
+          now: datetime) -> dict[str, Any]:
+    """Solve, check the plan as carried out against doing nothing, and write the plan document."""
     b = planner.battery
     problem = dp.Problem(price=data.price, export_price=data.export_price, pv_w=data.pv_w,
                          load_w=data.load_w, battery=b, soc0_pct=soc, slot_s=SLOT_S,
@@ -199,7 +196,7 @@ def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq
     started = time.perf_counter()
     solution = dp.solve(problem)
     solve_ms = (time.perf_counter() - started) * 1000
-    verdict = check(problem, plan_of(problem, solution))
+    verdict = check(problem, dp.modes(problem, solution))
     if verdict.reason is not None:
         log.warning("planner: %s", verdict.reason)
     until = data.start + timedelta(seconds=len(verdict.commands) * SLOT_S)
