@@ -2,15 +2,17 @@
 planner, the plan contract (``edgepair.plan/1`` slots), the Pi's executor and its profiles,
 and a manual override.
 
-| mode           | the battery                                                   | power_w          | soc_target       | export_cap_w |
-|----------------|---------------------------------------------------------------|------------------|------------------|--------------|
-| ``normal``     | self-consumption: stores PV surplus, covers the deficit       | discharge cap    | (ignored)        | —            |
-| ``hold``       | keeps its charge: no discharge, PV surplus may charge it      | (0)              | (ignored)        | optional     |
-| ``charge``     | charges at ``power_w``: PV first, the grid for the rest (also | **required**     | **required**:    | optional     |
-|                | while PV covers the load, when import is paid for)            |                  | where it stops   |              |
-| ``discharge``  | discharges at ``power_w``: the load first, the rest exported; | **required**     | optional: the    | optional     |
-|                | 0 W rests the battery (PV surplus goes to the grid)           |                  | floor it stops at|              |
-| ``limit_export`` | self-consumption with the feed-in curtailed to the cap      | discharge cap    | (ignored)        | **required** |
+- ``normal``: self-consumption (PV surplus into the battery, the deficit out of it);
+  ``power_w`` optional: a discharge cap.
+- ``hold``: the battery keeps its charge (no discharge; PV surplus may charge it).
+- ``charge``: the battery charges at ``power_w`` (required), PV first and the grid for the
+  rest (also while PV covers the load: when import is paid for), until ``soc_target``
+  (required).
+- ``discharge``: the battery discharges at ``power_w`` (required), the load first and the
+  rest into the grid, down to ``soc_target`` (optional: the Pi's floor); 0 W rests the
+  battery (PV surplus then goes to the grid, not into it).
+- ``limit_export``: self-consumption with the feed-in capped at ``export_cap_w``
+  (required); ``power_w`` optional: a discharge cap.
 
 ``export_cap_w``: the grid feed-in (W) the inverter keeps below by curtailing PV (0: none).
 It goes with every mode but ``normal``, whose capped form is ``limit_export``: one spelling
@@ -87,7 +89,7 @@ def check(raw: Mapping[str, Any], limits: HardLimits, path: str = "") -> Command
     """``battery_mode`` and its parameters from a JSON object; ValidationError names the field."""
     at = f"{path}." if path else ""
     mode = raw.get("battery_mode")
-    if mode not in SPECS:
+    if not isinstance(mode, str) or mode not in SPECS:
         raise ValidationError(f"expected one of {', '.join(BATTERY_MODES)}, got {mode!r}",
                               f"{at}battery_mode")
     spec = SPECS[mode]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -204,7 +205,7 @@ def linear_runs(cs: Vector) -> list[tuple[int, int]]:
         tol = KINK_ABS + KINK_REL * np.maximum(np.abs(d[1:]), np.abs(d[:-1]))
         kinks = np.flatnonzero(np.abs(d[1:] - d[:-1]) > tol) + 1 + start
         bounds = [int(start), *map(int, kinks), int(stop - 1)]
-        runs.extend(zip(bounds, bounds[1:], strict=False))
+        runs.extend(pairwise(bounds))
     return runs
 
 
@@ -242,7 +243,7 @@ def _start_level(p: Problem, n: int, e_min: float, step: float) -> int:
 def _solution(p: Problem, path: list[int], e_min: float, step: float) -> Solution:
     hours, cap = p.hours, p.battery.capacity_wh
     soc = [(e_min + level * step) / cap * 100 for level in path]
-    ac = [battery_ac(p, (b - a) * step) for a, b in zip(path, path[1:], strict=False)]
+    ac = [battery_ac(p, (b - a) * step) for a, b in pairwise(path)]
     grid = []
     for t in range(p.slots):
         g = _curtailed(np.array([(p.load_w[t] - p.pv_w[t]) * hours + ac[t]]),

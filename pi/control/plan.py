@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, TypeAlias
 
 from handshake import plan as contract
+from handshake.errors import ValidationError
 from handshake.plan import (
     BATTERY_MODES,
     LIMIT_KEYS,
@@ -21,7 +22,6 @@ from handshake.plan import (
     SLOT_S,
     Slot,
 )
-from handshake.errors import ValidationError
 from pi.control.config import Limits
 from pi.control.profile import Profile
 

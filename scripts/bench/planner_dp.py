@@ -25,7 +25,6 @@ from typing import Any
 from _common import Target, emit_json, machine, machine_line
 
 from handshake.modes import BATTERY_MODES
-
 from host.planner import dp
 from tests.test_planner_dp import BATTERY, CASES, case, lp_optimum, winter_day
 
