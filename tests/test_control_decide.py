@@ -68,6 +68,25 @@ def test_normal_holds_at_the_soc_floor(soc: float, previous: str | None, mode: s
     assert decision.battery_mode == mode
 
 
+DISCHARGE = {"battery_mode": "discharge", "power_w": 1500, "soc_target": 30}
+
+
+@pytest.mark.parametrize(("slot", "soc", "previous", "mode"), [
+    (DISCHARGE, 31.0, None, "discharge"), (DISCHARGE, 30.0, None, "hold"),
+    (DISCHARGE, 31.9, "hold", "hold"), (DISCHARGE, 32.1, "hold", "discharge"),
+    ({"battery_mode": "discharge", "power_w": 1500}, 10.0, None, "hold"),  # no target: the Pi's floor
+    ({"battery_mode": "discharge", "power_w": 0}, 10.0, None, "discharge"),  # at rest stays at rest
+    ({"battery_mode": "limit_export", "export_cap_w": 0}, 50.0, None, "limit_export"),
+    ({"battery_mode": "limit_export", "export_cap_w": 0}, 10.0, None, "hold"),
+])
+def test_discharge_and_limit_export_hold_at_their_floor(slot: dict[str, object], soc: float,
+                                                         previous: str | None, mode: str) -> None:
+    state = d.State(plan_id="p1", battery_mode=previous)
+    decision = d.decide(make(slot), T0, dataclasses.replace(OK, soc_pct=soc), state)
+    assert decision.battery_mode == mode
+    assert decision.values["export_cap_w"] == slot.get("export_cap_w")
+
+
 def test_hard_limit_needs_two_readings_and_latches_to_the_slot_end() -> None:
     plan = make(CHARGE, CHARGE)
     hot = dataclasses.replace(OK, battery_w=-6000)  # 6 kW out of a battery limited to 5 kW
