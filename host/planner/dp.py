@@ -179,14 +179,13 @@ def convolve(after: Vector, k_lo: int, cs: Vector, n: int) -> Vector:
     ``α − s·i + min over m in [i + k_a, i + k_b] of (after[m] + s·m)``: a sliding window.
     """
     best = np.full(n + 1, INF)
-    m = np.arange(n + 1, dtype=np.float64)
-    i = m
+    level = np.arange(n + 1, dtype=np.float64)  # i, and m: both run over the levels
     for a, b in linear_runs(cs):
         slope = (cs[b] - cs[a]) / (b - a) if b > a else 0.0
         k_a = k_lo + a
         alpha = cs[a] - slope * k_a
-        window = _window_min(after + slope * m, k_a, b - a + 1, n)
-        np.minimum(best, alpha - slope * i + window, out=best)
+        window = _window_min(after + slope * level, k_a, b - a + 1, n)
+        np.minimum(best, alpha - slope * level + window, out=best)
     return best
 
 
