@@ -247,6 +247,8 @@ class PlanSummary(msgspec.Struct, frozen=True, kw_only=True):
     valid_until: str | None = None
     status: str | None = None
     optimizer: str | None = None
+    savings_eur: float | None = None  # what the host expects the plan to save vs doing nothing
+    reason: str | None = None  # why the host pushed self-consumption instead of its plan
 
 
 class Readback(msgspec.Struct, frozen=True, kw_only=True):

@@ -229,7 +229,17 @@ const CONTROL_MODE = {
   safe: ["safe state", "busy"],
   safe_unverified: ["safe state NOT verified", "bad"],
 };
-const BATTERY_MODE = { normal: "normal", hold: "hold", charge: "charge" };
+const BATTERY_MODE = {
+  normal: "normal", hold: "hold", charge: "charge", discharge: "discharge",
+  limit_export: "self-consumption",
+};
+
+/** The plan's expected saving against doing nothing, and why the host fell back, if it did. */
+function savingWords(plan) {
+  if (!plan || typeof plan.savings_eur !== "number") return null;
+  const eur = `${plan.savings_eur.toFixed(2)} EUR`;
+  return plan.reason ? `${eur} (${plan.reason})` : eur;
+}
 
 export function renderControl(body, doc, ctx) {
   const [word, tone] = CONTROL_MODE[doc.mode] ?? [String(doc.mode), "bad"];
@@ -246,7 +256,9 @@ export function renderControl(body, doc, ctx) {
     facts([
       ["Plan", plan ? `${plan.id} #${plan.seq}, ${plan.status}${until ? `, ${until > ctx.now ? "valid for" : "expired"} ${duration(Math.abs(until - ctx.now) / 1000)}${until > ctx.now ? "" : " ago"}` : ""}` : "none", "plan"],
       ["Now", slot ? `${clock(parseTime(slot.start), ctx.now)}–${clock(parseTime(slot.end), ctx.now)}: battery ${BATTERY_MODE[slot.battery_mode] ?? slot.battery_mode}`
-        + `${typeof slot.power_w === "number" ? ` at ${watts(slot.power_w)}` : ""}${typeof slot.soc_target === "number" ? ` to ${percent(slot.soc_target, 0)}` : ""}` : null, "slot"],
+        + `${typeof slot.power_w === "number" ? ` at ${watts(slot.power_w)}` : ""}${typeof slot.soc_target === "number" ? ` to ${percent(slot.soc_target, 0)}` : ""}`
+        + `${typeof slot.export_cap_w === "number" ? `, feed-in ≤ ${watts(slot.export_cap_w)}` : ""}` : null, "slot"],
+      ["Expected saving", savingWords(plan), "saving"],
       ["Loads", loads.length ? loads.map(([n, on]) => `${n} ${on ? "on" : "off"}`).join(", ") : null, "loads"],
       ["Device", rb ? deviceWords(rb) : null, "readback"],
       ["Writes today", typeof doc.writes_today === "number" ? `${num(doc.writes_today)} of ${num(doc.write_budget)}` : null, "writes"],
