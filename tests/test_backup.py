@@ -4,6 +4,7 @@ and nothing that exists is ever overwritten or deleted."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import io
@@ -25,7 +26,7 @@ from pi import config as pi_config
 from pi import state as sm
 from pi.backup import bundle, restore
 from pi.backup.config import BackupConfig
-from pi.backup.service import Outcome, due_in
+from pi.backup.service import STATE_FILE, BackupService, Outcome, due_in
 from tests.helpers import pi_toml
 
 T0 = 1_800_000_000.0
@@ -304,3 +305,31 @@ def test_gzip_level_keeps_a_history_small(tmp_path: Path) -> None:
     assert built.bytes < db_size
     with gzip.open(built.path) as f:
         assert f.read(1)  # a real gzip stream
+
+
+# -- the service: what a kill -9 left, a host that is down ------------------------------------
+
+async def test_the_service_clears_what_a_kill_left_and_records_a_failure(tmp_path: Path) -> None:
+    config = make_pi(tmp_path)  # host.url is 127.0.0.1:9: nothing listens there
+    work = bundle.work_dir(config)
+    work.mkdir()
+    (work / "backup.tar.gz").write_bytes(b"half an archive from before a kill -9")
+    status = sm.HostStatus(state=sm.HostState.OFFLINE, since=T0)
+    service = BackupService(config, BackupConfig(after_online_s=0), b"k" * 32, lambda: status)
+    task = asyncio.create_task(service.run())
+    for _ in range(200):
+        if not work.exists():
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert not work.exists()
+    assert service.status()["next_due"] is None  # not while the host is asleep
+
+    assert await service.attempt() is False
+    saved = json.loads((config.private_dir / STATE_FILE).read_text())
+    assert saved["failures"] == 1
+    assert "127.0.0.1:9" in saved["last_error"]["message"]
+    assert not work.exists()  # no archive left on the card after a failed send
+    again = BackupService(config, BackupConfig(after_online_s=0), b"k" * 32, lambda: status)
+    assert again.outcome.failures == 1  # a restart remembers: no retry storm
+    assert again.status()["last_error"]["message"] == saved["last_error"]["message"]
