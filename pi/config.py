@@ -148,8 +148,7 @@ class ShareSection(Section, frozen=True, kw_only=True):
     """The standalone SMB share (scripts/samba/edgepair-share.conf): always there, on the Pi
     itself, whether the host sleeps or not. No daemon owns it; pi.json shows its free space."""
 
-    dir: Annotated[Path, Check(lambda p: p.is_absolute(), "an absolute path"),
-                   Meta(description="the shared folder")] = Path("/smb/share")
+    dir: Annotated[Path, Meta(description="the shared folder")] = Path("/smb/share")
 
 
 class PiConfig(Section, frozen=True, kw_only=True):

@@ -21,6 +21,7 @@ import msgspec
 import pytest
 
 from handshake.backupwire import MANIFEST, Manifest, Member
+from handshake.errors import ConfigError
 from host.backup import store
 from pi import config as pi_config
 from pi import state as sm
@@ -333,3 +334,21 @@ async def test_the_service_clears_what_a_kill_left_and_records_a_failure(tmp_pat
     again = BackupService(config, BackupConfig(after_online_s=0), b"k" * 32, lambda: status)
     assert again.outcome.failures == 1  # a restart remembers: no retry storm
     assert again.status()["last_error"]["message"] == saved["last_error"]["message"]
+
+
+def test_a_work_dir_elsewhere_keeps_the_build_off_private(tmp_path: Path) -> None:
+    path = pi_toml(tmp_path, extra=f'[backup]\nwork_dir = "{tmp_path / "run"}"\n')
+    config = pi_config.load(path)
+    (config.private_dir).mkdir(parents=True)
+    (config.private_dir / "x.json").write_text("{}")
+    built = bundle.build(config, include_secrets=False, now=T0, hostname="pi")
+    assert built.path.parent == tmp_path / "run" / "edgepair-backup"
+    assert not (config.private_dir / bundle.WORK_DIR).exists()
+    assert [m.name for m in built.manifest.members] == ["config/pi.toml", "private/x.json"]
+    bundle.clear(config)
+    assert not built.path.parent.exists()
+    # relative paths are relative to the config file, like every path in it
+    relative = pi_config.load(pi_toml(tmp_path, extra='[backup]\nwork_dir = "run/here"\n'))
+    assert bundle.work_dir(relative) == tmp_path / "run" / "here" / "edgepair-backup"
+    with pytest.raises(ConfigError, match=r"backup\.work_dir: expected a path"):
+        pi_config.load(pi_toml(tmp_path, extra="[backup]\nwork_dir = 5\n"))

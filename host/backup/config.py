@@ -10,15 +10,14 @@ from typing import Annotated
 
 from msgspec import Meta
 
-from handshake.util.schema import Check, Section
+from handshake.util.schema import Section
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 
 
 class HostBackupConfig(Section, frozen=True, kw_only=True):
-    dir: Annotated[Path | None, Check(lambda p: p is None or p.is_absolute(), "an absolute path"),
-                   Meta(description="default: <state_dir>/backups (put it on the NAS's "
+    dir: Annotated[Path | None, Meta(description="default: <state_dir>/backups (put it on the NAS's "
                                     "redundant storage)")] = None
     max_bytes: Annotated[int, Meta(
         ge=1024, description="a larger backup gets 413")] = 8 * GIB

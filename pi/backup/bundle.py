@@ -67,7 +67,11 @@ class Built:
 
 
 def work_dir(config: PiConfig) -> Path:
-    return config.private_dir / WORK_DIR
+    """Where the snapshots and the archive are built: ``[backup] work_dir``/edgepair-backup,
+    else ``private/.backup-tmp`` (one backup writes about the databases' size plus the
+    archive there; a tmpfs spares the SD card those writes)."""
+    chosen = config.backup.work_dir if config.backup is not None else None
+    return chosen / "edgepair-backup" if chosen is not None else config.private_dir / WORK_DIR
 
 
 def is_sqlite(path: Path) -> bool:
@@ -118,7 +122,7 @@ def build(config: PiConfig, *, include_secrets: bool, now: float, hostname: str)
     """Snapshot, hash and pack every source into ``private/.backup-tmp/backup.tar.gz``."""
     work = work_dir(config)
     clear(config)
-    work.mkdir(mode=0o700)
+    work.mkdir(mode=0o700, parents=True)
     found, skipped = sources(config, include_secrets)
     staged: list[tuple[Member, Path | bytes]] = []
     for source in found:

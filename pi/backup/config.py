@@ -4,6 +4,7 @@ Light on purpose (check-config imports it): TOML and Structs only.
 """
 
 
+from pathlib import Path
 from typing import Annotated
 
 from msgspec import Meta
@@ -23,3 +24,5 @@ class BackupConfig(Section, frozen=True, kw_only=True):
         ge=0, le=3600, description="wait this long after the host came online (let it settle)")] = 60.0
     upload_timeout_s: Annotated[float, Meta(
         ge=1, le=3600, description="the host's answer after the last byte, at most this late")] = 120.0
+    work_dir: Annotated[Path | None, Meta(description="where the archive is built (default: "
+                                         "private/.backup-tmp; a tmpfs spares the SD card)")] = None
