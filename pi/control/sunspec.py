@@ -126,7 +126,7 @@ def _resolve(reg: Register, where: Mapping[int, Link], bodies: Mapping[int, list
     point = model.points[reg.point]
     body = bodies[link.id]
     scale = reg.scale * _sf(model, point, body, reg.point)
-    limits: dict[str, float | None] = {"min": reg.min, "max": reg.max}
+    lo, hi = reg.min, reg.max
     if reg.percent_of:
         ref_point = model.points[reg.percent_of]
         ref = _value(body, ref_point) * _sf(model, ref_point, body, reg.percent_of)
@@ -135,11 +135,12 @@ def _resolve(reg: Register, where: Mapping[int, Link], bodies: Mapping[int, list
                               f"{reg.name} ({reg.point}, a percentage of it) cannot be set in W")
         scale *= ref / 100
         # The standard's range is -100…100 % (signed) or 0…100 %: in W, ± the reference.
-        limits = {"min": reg.min if reg.min is not None else (-ref if point.type == "int16" else 0.0),
-                  "max": reg.max if reg.max is not None else ref}
+        lo = lo if lo is not None else (-ref if point.type == "int16" else 0.0)
+        hi = hi if hi is not None else ref
     return dataclasses.replace(
         reg, address=link.address + 2 + point.offset, table="holding", words=point.words,
-        float32=point.type == "float32", signed=point.type == "int16", scale=scale, **limits)
+        float32=point.type == "float32", signed=point.type == "int16", scale=scale, min=lo,
+        max=hi)
 
 
 def _sf(model: sm.Model, point: sm.Point, body: list[int], name: str) -> float:

@@ -77,10 +77,10 @@ _INV_103 = _typed({
     "St": Point(37, "enum16")}, "int16", "W", "VA", "VAr", "PF", "DCW")
 INVERTER_103 = Model(103, "three-phase inverter", (50,), _INV_103)
 
-_FLOATS_113 = ("A AphA AphB AphC PPVphAB PPVphBC PPVphCA PhVphA PhVphB PhVphC W Hz VA VAr PF "
-               "WH DCA DCV DCW TmpCab TmpSnk TmpTrns TmpOt").split()
+_FLOATS_113 = "A AphA AphB AphC PPVphAB PPVphBC PPVphCA PhVphA PhVphB PhVphC W Hz VA VAr PF " \
+    "WH DCA DCV DCW TmpCab TmpSnk TmpTrns TmpOt"
 INVERTER_113 = Model(113, "three-phase inverter (float)", (60,), {
-    **{name: Point(2 * i, "float32", words=2) for i, name in enumerate(_FLOATS_113)},
+    **{name: Point(2 * i, "float32", words=2) for i, name in enumerate(_FLOATS_113.split())},
     "St": Point(46, "enum16")})
 
 _STORAGE = _int_points(
