@@ -9,6 +9,7 @@ write their register maps on their own, not from the profiles.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from handshake.errors import ConfigError, ValidationError
+from handshake.util import atomic
 from pi.control import decide as d
 from pi.control import plan as plans
 from pi.control import probe
@@ -27,11 +29,16 @@ from pi.control.config import ControlConfig, Limits
 from pi.control.daemon import load_baselines
 from pi.control.device import ModbusDevice
 from pi.control.executor import Executor, WriteBudget
+from pi.control.plan import PLAN_FILE, SLOT_S
 from pi.control.profile import WrongDevice
 from pi.sim import deye as dy
 from pi.sim import sunspec as ss
 from pi.sim.deye import DeyeHP3
 from pi.sim.sunspec import SunSpecStorage
+from tests.e2e import spawn
+from tests.helpers import pi_toml
+from tests.test_control_commission import edgepair
+from tests.test_control_daemon import status, terminate, until
 from tests.test_control_support import Clock, plan_doc
 
 HP3 = profiles.load(profiles.PROFILES_DIR / "deye-sg-hp3.toml")
@@ -368,3 +375,87 @@ def test_identify_values_are_checked(tmp_path: Path) -> None:
     path.write_text(text.replace("values = [6]", 'values = ["six"]'))
     with pytest.raises(ConfigError, match=r"identify\.values: expected a list of raw register values"):
         profiles.load(path)
+
+
+# -- end to end: `edgepair control commission` and `edgepair pi run control` -------------
+
+
+def sunspec_toml(tmp_path: Path, port: int) -> Path:
+    return pi_toml(tmp_path, extra=f"""
+[control]
+profile = "sunspec-storage"
+address = "127.0.0.1"
+port = {port}
+max_charge_w = 5000
+max_discharge_w = 5000
+tick_s = 0.5
+verify_s = 0.5
+settle_s = 0
+timeout_s = 0.5
+""")
+
+
+async def test_sunspec_through_the_cli_and_the_daemon(tmp_path: Path) -> None:
+    sim = SunSpecStorage()
+    await sim.start()
+    path = sunspec_toml(tmp_path, sim.port)
+    state = tmp_path / "state"
+    log = tmp_path / "control.log"
+    proc = None
+    try:
+        code, out = await edgepair("control", "commission", "--config", str(path), "--force")
+        assert code == 0, out
+        assert "SunSpec device: edgepair SunSpec storage sim (SN SIM-0001); models 1 at 40002" in out
+        assert "baseline of 5 register(s) saved" in out
+        factory = await sim.get(sim.at[124] + 2, ss.STORAGE_LEN)
+        start = datetime.fromtimestamp(time.time() // SLOT_S * SLOT_S, UTC)
+        charge = {"battery_mode": "charge", "power_w": 2000, "soc_target": 80}
+        atomic.write_json(state / "private" / PLAN_FILE, plan_doc(start, [charge] * 4))
+        proc = spawn("pi", "run", "control", "--config", str(path), log=log)
+
+        async def charging() -> bool:
+            return (await sim.storage("StorCtl_Mod"), await sim.storage("InWRte")) == (3, 4000) \
+                and status(state).get("mode") == "following"
+
+        await until("following the charge slot on the SunSpec device", charging, proc, log)
+        assert status(state)["profile"] == "sunspec-storage"
+        assert await terminate(proc) == 0
+        assert (status(state)["mode"], status(state)["reason"]) == ("safe", "stopped")
+        assert await sim.get(sim.at[124] + 2, ss.STORAGE_LEN) == factory
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await sim.stop()
+
+
+async def test_the_daemon_names_a_wrong_device_and_writes_nothing(tmp_path: Path) -> None:
+    sim = SunSpecStorage(storage=False)  # a SunSpec PV inverter without storage controls
+    await sim.start()
+    path = sunspec_toml(tmp_path, sim.port)
+    state = tmp_path / "state"
+    log = tmp_path / "control.log"
+    proc = None
+    try:
+        code, out = await edgepair("control", "commission", "--config", str(path), "--force")
+        assert code == 1
+        assert "needs SunSpec model 124 (basic storage controls)" in out
+        assert "Traceback" not in out
+        proc = spawn("pi", "run", "control", "--config", str(path), log=log)
+
+        async def refused() -> bool:
+            return status(state).get("reason") == "wrong_device"
+
+        await until("control.json saying wrong_device", refused, proc, log)
+        doc = status(state)
+        assert doc["mode"] == "safe_unverified"
+        assert [a["code"] for a in doc["alarms"]] == ["wrong_device"]
+        assert "needs SunSpec model 124" in doc["alarms"][0]["message"]
+        assert await terminate(proc) == 0
+        assert sim.writes == []
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await sim.stop()
