@@ -9,6 +9,7 @@ write their register maps on their own, not from the profiles.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from pi.control.apply import FOLLOWING, SAFE, SAFE_UNVERIFIED
 from pi.control.cli import commission
 from pi.control.config import ControlConfig, Limits
 from pi.control.daemon import load_baselines
-from pi.control.device import ModbusDevice
+from pi.control.device import ModbusDevice, _runs
 from pi.control.executor import Executor, WriteBudget
 from pi.control.plan import PLAN_FILE, SLOT_S
 from pi.control.profile import WrongDevice
@@ -459,3 +460,18 @@ async def test_the_daemon_names_a_wrong_device_and_writes_nothing(tmp_path: Path
             proc.kill()
             proc.wait()
         await sim.stop()
+
+
+def test_32_bit_values_are_read_whole_and_decoded() -> None:
+    pair = profiles.Register("w", 10, words=2, float32=True)
+    signed = profiles.Register("i", 13, words=2, signed=True, scale=0.1)
+    single = profiles.Register("s", 12)
+    # One request covers both words of each (10-11, 12, 13-14).
+    assert [(start, count, [r.name for r in members])
+            for _, start, count, members in _runs([signed, pair, single])] == [(10, 5, ["w", "s", "i"])]
+    assert pair.decode(0x4500_0000) == 2048.0
+    assert signed.decode(0xFFFF_FF9C) == pytest.approx(-10.0)
+    nan = profiles.Register("soc_pct", 0, words=2, float32=True)
+    with pytest.raises(profiles.ImplausibleTelemetry):
+        dataclasses.replace(SUNSPEC, telemetry={"soc_pct": nan}).decode_telemetry(
+            {"soc_pct": 0x7FC0_0000})
