@@ -67,7 +67,7 @@ class WrongDevice(FatalError):
 
 @dataclass(frozen=True, slots=True)
 class Register:
-    """One 16-bit register (or coil): where it is and how raw counts map to units."""
+    """One register or coil (a 32-bit telemetry value: two): where it is and how raw counts map to units."""
 
     name: str
     address: int
