@@ -33,6 +33,8 @@ from pi.demand.service import DemandService
 from pi.dns import QueryWatcher, make_backend
 from pi.heartbeat import HeartbeatProbe
 from pi.hostloop import HostController
+from pi.metrics import live
+from pi.metrics.collector import CONTENT_TYPE, Metrics
 from pi.openapi import OPENAPI, PI_OPENAPI
 from pi.ratelimit import TokenBucket
 from pi.usage.service import UsageService
@@ -44,6 +46,7 @@ CONTROLLER = web.AppKey("controller", HostController)
 BUCKET = web.AppKey("wake_bucket", TokenBucket)
 CONFIG = web.AppKey("config", PiConfig)
 STARTED = web.AppKey("started", float)
+METRICS = web.AppKey("metrics", Metrics)
 # Public files are small and rewritten atomically; the dashboard polls them.
 _PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
 # pi.json refresh period: load and memory move slowly.
@@ -57,10 +60,12 @@ WATCHDOG_LOOPS = ("heartbeat",)
 
 def build_app(config: PiConfig, controller: HostController, key: bytes,
               clock: Callable[[], float] = time.time,
-              verifier: Verifier | None = None) -> web.Application:
+              verifier: Verifier | None = None,
+              metrics: Metrics | None = None) -> web.Application:
     """The aiohttp application (routes only; loops are started by ``run``)."""
     app = make_app(config.api.max_body_bytes, verifier or Verifier(key, clock=clock))
     app[CONTROLLER] = controller
+    app[METRICS] = metrics or Metrics(config.public_dir, clock=clock)
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
     app[BUCKET] = TokenBucket(rate_per_min=config.api.anonymous_wake_per_min,
@@ -72,6 +77,7 @@ def build_app(config: PiConfig, controller: HostController, key: bytes,
     app.router.add_post("/api/v1/wake", wake)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/data/{name}", public_file)
+    app.router.add_get("/metrics", prometheus_metrics)
     app[OPENAPI] = copy.deepcopy(PI_OPENAPI)
     planapi.add_routes(app, config)  # PUT /api/v1/plan and its OpenAPI paths
     frontend = config.api.frontend_dir
@@ -159,6 +165,14 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
 
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    """Prometheus text built from the public files (pi.metrics), off the event loop."""
+    body = await asyncio.to_thread(request.app[METRICS].render)
+    response = web.Response(body=body, headers={"Cache-Control": "no-cache"})
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
 async def public_file(request: web.Request) -> web.StreamResponse:
     """``/data/<name>.json``: the public files, never cached, never outside public/."""
     name = request.match_info["name"]
@@ -233,7 +247,9 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 dns.on_query = demand.on_dns
             await controller.start()
             verifier = restore_verifier(config, secrets.handshake_key)
-            app = build_app(config, controller, secrets.handshake_key, verifier=verifier)
+            metrics = Metrics(config.public_dir, extra=live.extras(dns))
+            app = build_app(config, controller, secrets.handshake_key, verifier=verifier,
+                            metrics=metrics)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             try:

@@ -1,0 +1,28 @@
+"""Figures only this process knows (not in any public file): the builtin DNS responder's counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from pi.dns.builtin import BuiltinDns
+from pi.metrics.collector import Extra
+
+
+def extras(dns: Any) -> list[Extra]:
+    """The live families of the api daemon's own parts (the DNS backend, when builtin)."""
+    if not isinstance(dns, BuiltinDns):
+        return []
+    return [lambda: dns_queries(dns)]
+
+
+def dns_queries(dns: BuiltinDns) -> list[Metric]:
+    """Queries the builtin responder received and those it dropped, since the daemon started."""
+    received = CounterMetricFamily("edgepair_dns_queries", "DNS queries the builtin responder "
+                                   "received since the api daemon started.")
+    received.add_metric([], float(dns.queries))
+    dropped = CounterMetricFamily("edgepair_dns_queries_dropped", "Of those, dropped unanswered "
+                                  "(malformed, over a limit).")
+    dropped.add_metric([], float(dns.dropped))
+    return [received, dropped]
