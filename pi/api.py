@@ -35,6 +35,7 @@ from pi.heartbeat import HeartbeatProbe
 from pi.hostloop import HostController
 from pi.metrics import live
 from pi.metrics.collector import CONTENT_TYPE, Metrics
+from pi.notify.service import NotifyService
 from pi.openapi import OPENAPI, PI_OPENAPI
 from pi.ratelimit import TokenBucket
 from pi.usage.service import UsageService
@@ -267,6 +268,8 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                     group.create_task(usage.run())  # commits what waits when cancelled
                     if config.control is not None:
                         group.create_task(replan.run(config, controller))
+                    if config.notify:  # isolated: never raises, never awaited by failover
+                        group.create_task(NotifyService(config).run())
             finally:
                 await runner.cleanup()
                 save_nonces(config, verifier)

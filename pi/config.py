@@ -28,6 +28,7 @@ from handshake.util.weekly import parse_days as parse_days  # noqa: PLC0414
 from pi.control.config import ControlConfig
 from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
+from pi.notify.config import NotifyCredentials, NotifyOptions, NotifyTarget
 from pi.pihole_stats import PiholeStatsConfig
 from pi.power.config import PowerConfig
 from pi.usage.config import UsageConfig
@@ -49,6 +50,9 @@ class PiSecrets(Secrets, frozen=True, kw_only=True):
     tapo_password: Annotated[str | None, Meta(description="its password")] = None
     pihole_password: Annotated[str | None, Meta(
         description="Pi-hole's app password (dns backend pihole, [pihole])")] = None
+    notify: Annotated[dict[str, NotifyCredentials], Meta(
+        description="[notify.NAME] token, username, password, headers: the credentials of the "
+                    "[[notify]] target NAME")] = msgspec.field(default_factory=dict)
 
 
 class PiSection(Section, frozen=True, kw_only=True):
@@ -158,6 +162,9 @@ class PiConfig(Section, frozen=True, kw_only=True):
     control: ControlConfig | None = None
     pihole: PiholeStatsConfig | None = None
     usage: UsageConfig = UsageConfig()
+    notify: Annotated[tuple[NotifyTarget, ...], Meta(
+        description="where alarms are sent ([[notify]], one table per target)")] = ()
+    notify_options: NotifyOptions = NotifyOptions()
     file: Path = msgspec.field(default=Path("pi.toml"), name="_file")  # set by load()
 
     @property
@@ -169,6 +176,10 @@ class PiConfig(Section, frozen=True, kw_only=True):
         return self.pi.state_dir / "private"
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        labels = [t.label for t in self.notify]
+        for label in sorted({x for x in labels if labels.count(x) > 1}):
+            yield ("notify", f"expected a distinct name for each target (name = \"…\"), got "
+                             f"{labels.count(label)} targets named {label!r}")
         if self.wake_on_demand.dns and self.dns.backend != "builtin":
             yield ("wake_on_demand.dns", f"expected dns.backend = \"builtin\" (only the "
                    f"built-in responder sees the queries; Pi-hole forwards the zone to it), "

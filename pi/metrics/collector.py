@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -34,16 +33,11 @@ from handshake.documents import (
     PowerDocument,
     UsageDocument,
 )
-from handshake.util import strictjson
-from handshake.util.timeutil import parse_iso
+from pi import nodesfile
 from pi.metrics import families
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-NODES_FILE = "nodes.json"
-NODES_SCHEMA = "edgepair.nodes/1"
-# nodes.json before its typed document exists: judged stale past this without interval_s
-# (the node daemon rewrites it at least every poll; a node list is not a live reading).
-NODES_DEFAULT_STALE_S = 300.0
+NODES_FILE = nodesfile.FILE
 # The text is reused within this window when no file changed (ages move by less).
 RENDER_REUSE_S = 1.0
 
@@ -173,19 +167,7 @@ class Metrics:
 
 
 def _nodes_reading(path: Path, key: tuple[int, int]) -> Reading:
-    """nodes.json, read as raw JSON (tolerantly: a node without a hwid is skipped)."""
-    try:
-        data = path.read_bytes()
-        strictjson.depth_ok(data.decode("utf-8", "replace"))
-        raw = msgspec.json.decode(data)
-        if not isinstance(raw, dict) or raw.get("schema") != NODES_SCHEMA:
-            raise ValueError("not a nodes document")
-        generated = parse_iso(str(raw["generated_at"])).timestamp()
-    except (OSError, ValueError, KeyError, OverflowError, msgspec.DecodeError,
-            strictjson.JsonError):
+    found = nodesfile.read(path)
+    if found is None:
         return Reading(key, None, None, None)
-    limit, interval = raw.get("stale_after_s"), raw.get("interval_s")
-    if not isinstance(limit, int | float):
-        limit = NODES_DEFAULT_STALE_S if not isinstance(interval, int | float) \
-            else documents.stale_after(interval)
-    return Reading(key, generated, limit, raw)
+    return Reading(key, found.generated, found.stale_after_s, found.raw)
