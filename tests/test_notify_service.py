@@ -1,0 +1,243 @@
+"""The notifier against real receivers: a webhook that is down for a while and a restart in
+between, ntfy's headers, a real Mosquitto, and the api daemon sending a real alarm."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import msgspec
+import pytest
+from aiohttp import web
+
+from handshake import documents
+from handshake.documents import HostDocument
+from handshake.util.timeutil import iso
+from pi import config as pi_config
+from pi.notify import outbox
+from pi.notify.service import NotifyService
+from tests.e2e import Site, stop, wait_http
+from tests.helpers import free_port, pi_toml, write_secrets
+
+FAST = {"tick_s": 0.1, "retry_base_s": 0.1}
+TOKEN = "s3cret-token"
+
+
+async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+class Receiver:
+    """A real HTTP receiver on loopback; ``fail`` requests are answered 503 first."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.got: list[dict[str, Any]] = []
+        self.fail = fail
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.fail > 0:
+            self.fail -= 1
+            return web.Response(status=503, text="busy")
+        self.got.append({"headers": dict(request.headers), "body": body})
+        return web.Response(text="ok")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    def events(self) -> list[str]:
+        return [json.loads(m["body"])["event"] for m in self.got]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    found = Receiver()
+    yield found
+    await found.stop()
+
+
+def notify_config(tmp_path: Path, targets: str, secrets: str = "") -> pi_config.PiConfig:
+    path = pi_toml(tmp_path, extra=f"{targets}\n[notify_options]\ndebounce_s = 0\nretry_max_s = 1\n")
+    write_secrets(tmp_path / "secrets.toml", extra=secrets)
+    return pi_config.load(path)
+
+
+def publish_host(config: pi_config.PiConfig, state: str) -> None:
+    now = time.time()
+    documents.publish(config.public_dir / "host.json", HostDocument(
+        generated_at=iso(now) or "", interval_s=30, state=state, since=iso(now)))
+
+
+async def running(service: NotifyService) -> asyncio.Task[None]:
+    return asyncio.create_task(service.run())
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_an_alarm_waits_out_a_dead_receiver_and_a_restart_and_arrives_once(
+        tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    config = notify_config(tmp_path, f'[[notify]]\ntype = "webhook"\nname = "ha"\n'
+                                     f'url = "{receiver.url}"\n',
+                           secrets=f'[notify.ha]\ntoken = "{TOKEN}"\n')
+    publish_host(config, "unreachable")
+    caplog.set_level(logging.DEBUG, logger="pi.notify.service")
+    first = NotifyService(config, **FAST)
+    task = await running(first)
+    # The receiver is down (connection refused): the message waits, retried with backoff.
+    await until(lambda: first.outbox and first.outbox[0].attempts >= 3)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings  # the first failure; the repeats are DEBUG
+    await cancel(task)
+    saved = json.loads((config.private_dir / outbox.FILE).read_text())
+    assert [e["event"]["event"] for e in saved["outbox"]] == ["host_unreachable"]
+    assert saved["alarms"]["host"]["raised"] is True
+    # Restarted, with the receiver up: delivered once, and the alarm is not raised again.
+    await receiver.start()
+    second = NotifyService(config, **FAST)
+    task = await running(second)
+    await until(lambda: receiver.got)
+    message = receiver.got[0]
+    body = json.loads(message["body"])
+    assert body["event"] == "host_unreachable"
+    assert body["severity"] == "alarm"
+    assert message["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert message["headers"]["X-Edgepair-Event-Id"] == body["id"]
+    await asyncio.sleep(0.5)  # several ticks: nothing more to say
+    assert receiver.events() == ["host_unreachable"]
+    publish_host(config, "online")
+    await until(lambda: len(receiver.got) == 2)
+    assert receiver.events() == ["host_unreachable", "host_back"]
+    await cancel(task)
+    assert json.loads((config.private_dir / outbox.FILE).read_text())["outbox"] == []
+
+
+async def test_ntfy_gets_text_with_title_and_priority_headers_after_503s(tmp_path: Path) -> None:
+    receiver = Receiver(fail=2)
+    await receiver.start()
+    try:
+        config = notify_config(tmp_path, f'[[notify]]\ntype = "ntfy"\nurl = "{receiver.url}"\n'
+                                         f'events = ["safe_state"]\n')
+        now = time.time()
+        documents.publish(config.public_dir / "control.json", documents.ControlDocument(
+            generated_at=iso(now) or "", interval_s=5, mode="safe", reason="device_failed",
+            detail="no answer from 127.0.0.1:502"))
+        publish_host(config, "unreachable")  # not asked for by this target
+        service = NotifyService(config, **FAST)
+        task = await running(service)
+        await until(lambda: receiver.got)
+        await cancel(task)
+    finally:
+        await receiver.stop()
+    assert len(receiver.got) == 1
+    message = receiver.got[0]
+    assert message["headers"]["Title"] == "Control in the safe state"
+    assert message["headers"]["Priority"] == "high"
+    assert b"device_failed" in message["body"]
+    assert receiver.fail == 0  # both 503s were retried
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[int]:
+    """Debian's mosquitto on a free loopback port, with a password file."""
+    port = free_port()
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "edgepair", "pw"],
+                   check=True, capture_output=True)
+    passwords.chmod(0o600)
+    conf = tmp_path / "mosquitto.conf"
+    # `user root`: as root, mosquitto would drop to its own user, who cannot read tmp_path.
+    conf.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
+                    f"password_file {passwords}\npersistence false\n")
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with (tmp_path / "mosquitto.log").open("wb") as log:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield port
+    finally:
+        stop(proc)
+
+
+async def test_an_mqtt_target_publishes_the_alarm_on_a_real_broker(
+        tmp_path: Path, mosquitto: int) -> None:
+    config = notify_config(tmp_path, f'[[notify]]\ntype = "mqtt"\nname = "broker"\n'
+                                     f'url = "mqtt://127.0.0.1:{mosquitto}"\n'
+                                     f'topic = "edgepair/pi/alarms"\n',
+                           secrets='[notify.broker]\nusername = "edgepair"\npassword = "pw"\n')
+    end = time.monotonic() + 10
+    while True:  # the broker takes a moment to listen
+        try:
+            subscriber = aiomqtt.Client("127.0.0.1", mosquitto, username="edgepair",
+                                        password="pw")
+            await subscriber.__aenter__()
+            break
+        except aiomqtt.MqttError:
+            assert time.monotonic() < end
+            await asyncio.sleep(0.05)
+    try:
+        await subscriber.subscribe("edgepair/pi/alarms", qos=1)
+        publish_host(config, "unreachable")
+        task = await running(NotifyService(config, **FAST))
+        async with asyncio.timeout(10):
+            message = await anext(aiter(subscriber.messages))
+        await cancel(task)
+    finally:
+        await subscriber.__aexit__(None, None, None)
+    assert isinstance(message.payload, bytes)
+    assert msgspec.json.decode(message.payload)["event"] == "host_unreachable"
+
+
+async def test_the_api_daemon_sends_host_unreachable_and_back_to_a_webhook(
+        tmp_path: Path, receiver: Receiver) -> None:
+    await receiver.start()
+    site = Site(tmp_path, interval=0.2, extra_pi=f'[[notify]]\ntype = "webhook"\n'
+                                                 f'url = "{receiver.url}"\n'
+                                                 f'[notify_options]\ndebounce_s = 0\n')
+    host, pi = site.start_host(), site.start_pi()
+    try:
+        await wait_http(f"{site.api}/api/v1/health")
+        await until(lambda: _state(site) == "online")
+        stop(host)  # lost without a word: unreachable after `fall` missed heartbeats
+        await until(lambda: receiver.events() == ["host_unreachable"])
+        host = site.start_host()
+        await until(lambda: receiver.events() == ["host_unreachable", "host_back"])
+    finally:
+        stop(pi)
+        stop(host)
+    back = json.loads(receiver.got[1]["body"])
+    assert back["message"] == "resolved: the host is online"
+
+
+def _state(site: Site) -> str | None:
+    try:
+        data = json.loads((site.root / "pi-state" / "public" / "host.json").read_text())
+    except (OSError, ValueError):
+        return None
+    state: str = data["state"]
+    return state
