@@ -35,7 +35,6 @@ from pi.heartbeat import HeartbeatProbe
 from pi.hostloop import HostController
 from pi.metrics import live
 from pi.metrics.collector import CONTENT_TYPE, Metrics
-from pi.notify.service import NotifyService
 from pi.openapi import OPENAPI, PI_OPENAPI
 from pi.ratelimit import TokenBucket
 from pi.usage.service import UsageService
@@ -269,6 +268,8 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                     if config.control is not None:
                         group.create_task(replan.run(config, controller))
                     if config.notify:  # isolated: never raises, never awaited by failover
+                        # Lazily: watchdog and the senders cost only a Pi that notifies.
+                        from pi.notify.service import NotifyService  # noqa: PLC0415
                         group.create_task(NotifyService(config).run())
             finally:
                 await runner.cleanup()
