@@ -167,7 +167,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def prometheus_metrics(request: web.Request) -> web.Response:
     """Prometheus text built from the public files (pi.metrics), off the event loop."""
-    body = await asyncio.to_thread(request.app[METRICS].render)
+    metrics = request.app[METRICS]
+    body = metrics.reuse() or await asyncio.to_thread(metrics.render)
     response = web.Response(body=body, headers={"Cache-Control": "no-cache"})
     response.headers["Content-Type"] = CONTENT_TYPE
     return response

@@ -75,7 +75,7 @@ class Metrics:
         self.clock = clock
         self.extra = extra or []  # live figures of this process (the builtin DNS counter)
         self._readings: dict[str, Reading] = {}
-        self._last: tuple[Any, bytes] | None = None
+        self._last: tuple[tuple[Any, ...], bytes] | None = None
         self._lock = threading.Lock()  # render() runs in a worker thread
         # What collect() renders: set by render() just before (the registry calls collect()).
         self._now = 0.0
@@ -87,16 +87,26 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text (blocking: file reads; call it in a thread from the loop)."""
         with self._lock:
-            now = self.clock()
-            stats = self._stats()
-            extra = [f for make in self.extra for f in make()]
-            key = (stats, [(s.name, s.labels, s.value) for f in extra for s in f.samples])
-            if self._last is not None and self._last[0] == (key, int(now / RENDER_REUSE_S)):
-                return self._last[1]
-            self._now, self._stats_now, self._extra_now = now, stats, extra
+            key, extra = self._key()
+            cached = self._last
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            self._now, self._stats_now, self._extra_now = self.clock(), key[0], extra
             text = generate_latest(self.registry)
-            self._last = ((key, int(now / RENDER_REUSE_S)), text)
+            self._last = (key, text)
             return text
+
+    def reuse(self) -> bytes | None:
+        """The last text when nothing changed since (a few stat calls: fine in the loop)."""
+        with self._lock:
+            cached = self._last
+            return cached[1] if cached is not None and cached[0] == self._key()[0] else None
+
+    def _key(self) -> tuple[Any, list[Metric]]:
+        now = self.clock()
+        extra = [f for make in self.extra for f in make()]
+        values = [(s.name, s.labels, s.value) for f in extra for s in f.samples]
+        return (self._stats(), values, int(now / RENDER_REUSE_S)), extra
 
     def collect(self) -> Iterator[Metric]:
         """prometheus-client's collector protocol: every family, fresh documents only."""
