@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,7 +25,7 @@ from handshake.util.timeutil import iso
 from pi import config as pi_config
 from pi.notify import outbox
 from pi.notify.service import NotifyService
-from tests.e2e import Site, stop, wait_http
+from tests.e2e import Site, stop, wait_dns, wait_http
 from tests.helpers import free_port, pi_toml, write_secrets
 
 FAST = {"tick_s": 0.1, "retry_base_s": 0.1}
@@ -213,23 +214,51 @@ async def test_an_mqtt_target_publishes_the_alarm_on_a_real_broker(
     assert msgspec.json.decode(message.payload)["event"] == "host_unreachable"
 
 
-async def test_the_api_daemon_sends_host_unreachable_and_back_to_a_webhook(
+async def test_a_wrong_mqtt_password_is_one_clear_warning_and_retries(
+        tmp_path: Path, mosquitto: int, caplog: pytest.LogCaptureFixture) -> None:
+    config = notify_config(tmp_path, f'[[notify]]\ntype = "mqtt"\nname = "broker"\n'
+                                     f'url = "mqtt://127.0.0.1:{mosquitto}"\ntopic = "a/b"\n',
+                           secrets='[notify.broker]\nusername = "edgepair"\npassword = "no"\n')
+    caplog.set_level(logging.DEBUG, logger="pi.notify.service")
+    publish_host(config, "unreachable")
+    service = NotifyService(config, **FAST)
+    task = await running(service)
+    await until(lambda: service.outbox and service.outbox[0].attempts >= 3)
+    await cancel(task)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "not authorized" in warnings[0].lower()
+    assert f"127.0.0.1:{mosquitto}" in warnings[0]
+
+
+async def test_the_api_daemon_sends_host_unreachable_and_back_while_a_target_hangs(
         tmp_path: Path, receiver: Receiver) -> None:
+    """A target that accepts connections and never answers holds up neither failover nor
+    the other target."""
     await receiver.start()
-    site = Site(tmp_path, interval=0.2, extra_pi=f'[[notify]]\ntype = "webhook"\n'
-                                                 f'url = "{receiver.url}"\n'
-                                                 f'[notify_options]\ndebounce_s = 0\n')
-    host, pi = site.start_host(), site.start_pi()
-    try:
-        await wait_http(f"{site.api}/api/v1/health")
-        await until(lambda: _state(site) == "online")
-        stop(host)  # lost without a word: unreachable after `fall` missed heartbeats
-        await until(lambda: receiver.events() == ["host_unreachable"])
-        host = site.start_host()
-        await until(lambda: receiver.events() == ["host_unreachable", "host_back"])
-    finally:
-        stop(pi)
-        stop(host)
+    with socket.socket() as hanging:
+        hanging.bind(("127.0.0.1", 0))
+        hanging.listen(16)  # never accepted: every POST waits for its timeout_s
+        hang_url = f"http://127.0.0.1:{hanging.getsockname()[1]}/hook"
+        site = Site(tmp_path, interval=0.2, extra_pi=(
+            f'[[notify]]\ntype = "webhook"\nname = "hangs"\nurl = "{hang_url}"\n'
+            f'timeout_s = 5\n'
+            f'[[notify]]\ntype = "webhook"\nname = "ok"\nurl = "{receiver.url}"\n'
+            f'[notify_options]\ndebounce_s = 0\n'))
+        host, pi = site.start_host(), site.start_pi()
+        try:
+            await wait_http(f"{site.api}/api/v1/health")
+            await until(lambda: _state(site) == "online")
+            stop(host)  # lost without a word: unreachable after `fall` missed heartbeats
+            lost = time.monotonic()
+            await wait_dns("nas.home.arpa", site.dns_port, site.PI_ADDRESS, timeout=10)
+            assert time.monotonic() - lost < 5  # failover did not wait for the hanging target
+            await until(lambda: receiver.events() == ["host_unreachable"])
+            host = site.start_host()
+            await until(lambda: receiver.events() == ["host_unreachable", "host_back"])
+        finally:
+            stop(pi)
+            stop(host)
     back = json.loads(receiver.got[1]["body"])
     assert back["message"] == "resolved: the host is online"
 
