@@ -114,13 +114,12 @@ class Metrics:
         info = GaugeMetricFamily("edgepair_info", "The edgepair version serving these metrics.",
                                  labels=["version"])
         info.add_metric([__version__], 1.0)
-        age = families.gauge("document_age_seconds", "Seconds since the public file was "
-                                                     "generated.", labels={"file": ""})
-        stale = families.gauge("document_stale", "1 when the file is older than its writer's "
-                                                 "stale_after_s: its values are not exported.",
-                               labels={"file": ""})
-        readable = families.gauge("document_readable", "0 when the file exists but is not a "
-                                                       "valid document.", labels={"file": ""})
+        age = families.labelled("document_age_seconds", "Seconds since the public file was "
+                                                     "generated.", "file")
+        stale = families.labelled("document_stale", "1 when the file is older than its writer's "
+                                                 "stale_after_s: its values are not exported.", "file")
+        readable = families.labelled("document_readable", "0 when the file exists but is not a "
+                                                       "valid document.", "file")
         values: list[Metric] = []
         for name, stat in stats:
             reading = self._reading(name, stat)

@@ -36,13 +36,18 @@ NODE_STATES = ("pending", "online", "offline")
 HOST_POWER_STATES = ("drawing", "hung", "off", "unknown")
 
 
-def gauge(name: str, doc: str, value: float | None = None, labels: Mapping[str, str] | None = None,
-          unit: str = "") -> GaugeMetricFamily:
-    """A gauge family; with ``value`` and ``labels``, holding that one sample."""
-    family = GaugeMetricFamily(PREFIX + name, doc, labels=list(labels or ()), unit=unit)
+def gauge(name: str, doc: str, value: float | None = None,
+          labels: Mapping[str, str] | None = None) -> GaugeMetricFamily:
+    """A gauge family holding one sample (none when ``value`` is None: the series is absent)."""
+    family = GaugeMetricFamily(PREFIX + name, doc, labels=list(labels or ()))
     if value is not None:
         family.add_metric(list((labels or {}).values()), value)
     return family
+
+
+def labelled(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+    """An empty gauge family with these label names, for ``add_metric`` per series."""
+    return GaugeMetricFamily(PREFIX + name, doc, labels=list(labels))
 
 
 def counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
@@ -141,15 +146,14 @@ def usage(doc: UsageDocument) -> list[Metric]:
 
 def power(doc: PowerDocument) -> list[Metric]:
     """Per plug: reachable, live watts (only while reachable), energy counters."""
-    up = gauge("plug_up", "1 while the plug answers.", labels={"plug": "", "role": ""})
-    watts = gauge("plug_power_watts", "The plug's live draw (absent while it does not answer).",
-                  labels={"plug": "", "role": ""})
+    up = labelled("plug_up", "1 while the plug answers.", "plug", "role")
+    watts = labelled("plug_power_watts", "The plug's live draw (absent while it does not "
+                                         "answer).", "plug", "role")
     energy = counter("plug_energy_kwh", "kWh the plug measured this month (resets on the "
                                         "1st): use increase().", ["plug", "role"])
-    today = gauge("plug_energy_today_kwh", "kWh the plug measured today.",
-                  labels={"plug": "", "role": ""})
-    seen = gauge("plug_last_seen_timestamp_seconds", "When the plug last answered.",
-                 labels={"plug": "", "role": ""})
+    today = labelled("plug_energy_today_kwh", "kWh the plug measured today.", "plug", "role")
+    seen = labelled("plug_last_seen_timestamp_seconds", "When the plug last answered.", "plug",
+                    "role")
     for plug in doc.plugs:
         labels = [plug.name, plug.role]
         ok = plug.health == "ok"
@@ -234,7 +238,7 @@ def control(doc: ControlDocument) -> list[Metric]:
     if isinstance(slot.get("soc_target"), int | float):
         out.append(gauge("plan_slot_soc_target_percent", "The current slot's SoC target.",
                          slot["soc_target"]))
-    return _present(f for f in out if f.samples)
+    return _present(out)
 
 
 # -- pi.json, pihole.json -----------------------------------------------------------------------
@@ -242,7 +246,7 @@ def control(doc: ControlDocument) -> list[Metric]:
 
 def pi(doc: PiDocument) -> list[Metric]:
     """The Pi's load, memory, temperature, disk and whether its daemons keep their files fresh."""
-    load = gauge("pi_load", "The Pi's load average.", labels={"period": ""})
+    load = labelled("pi_load", "The Pi's load average.", "period")
     for period, value in zip(("1m", "5m", "15m"), doc.load, strict=False):
         load.add_metric([period], value)
     memory, disk = doc.memory or {}, doc.disk or {}
@@ -259,8 +263,8 @@ def pi(doc: PiDocument) -> list[Metric]:
         gauge("pi_disk_free_bytes", "Free space on the state_dir's file system.",
               disk.get("free_bytes")),
     ]
-    running = gauge("daemon_running", "1 while a daemon keeps its public file fresh.",
-                    labels={"daemon": ""})
+    running = labelled("daemon_running", "1 while a daemon keeps its public file fresh.",
+                       "daemon")
     for name, info in sorted(doc.daemons.items()):
         if info.get("running") is not None:
             running.add_metric([name], 1.0 if info["running"] else 0.0)
@@ -287,12 +291,12 @@ def pihole(doc: PiholeDocument) -> list[Metric]:
 
 def nodes(doc: Mapping[str, Any]) -> list[Metric]:
     """Each node's state and last seen; its readings only while it is online."""
-    state = GaugeMetricFamily(PREFIX + "node_state", "An ESP32 node's state (1 for the current "
-                                                     "one).", labels=["hwid", "name", "state"])
-    seen = gauge("node_last_seen_timestamp_seconds", "When the node was last heard.",
-                 labels={"hwid": "", "name": ""})
-    reading = gauge("node_reading", "A node's reading (booleans as 0/1), while it is online.",
-                    labels={"hwid": "", "name": "", "reading": "", "unit": ""})
+    state = labelled("node_state", "An ESP32 node's state (1 for the current one).", "hwid",
+                     "name", "state")
+    seen = labelled("node_last_seen_timestamp_seconds", "When the node was last heard.", "hwid",
+                    "name")
+    reading = labelled("node_reading", "A node's reading (booleans as 0/1), while it is online.",
+                       "hwid", "name", "reading", "unit")
     for node in _nodes(doc):
         hwid, name = str(node["hwid"]), str(node.get("name") or node["hwid"])
         current = node.get("state")
