@@ -33,8 +33,7 @@ from pi.demand.service import DemandService
 from pi.dns import QueryWatcher, make_backend
 from pi.heartbeat import HeartbeatProbe
 from pi.hostloop import HostController
-from pi.metrics import live
-from pi.metrics.collector import CONTENT_TYPE, Metrics
+from pi.metrics import CONTENT_TYPE, Scrape
 from pi.openapi import OPENAPI, PI_OPENAPI
 from pi.ratelimit import TokenBucket
 from pi.usage.service import UsageService
@@ -46,7 +45,7 @@ CONTROLLER = web.AppKey("controller", HostController)
 BUCKET = web.AppKey("wake_bucket", TokenBucket)
 CONFIG = web.AppKey("config", PiConfig)
 STARTED = web.AppKey("started", float)
-METRICS = web.AppKey("metrics", Metrics)
+METRICS = web.AppKey("metrics", Scrape)
 # Public files are small and rewritten atomically; the dashboard polls them.
 _PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
 # pi.json refresh period: load and memory move slowly.
@@ -61,11 +60,11 @@ WATCHDOG_LOOPS = ("heartbeat",)
 def build_app(config: PiConfig, controller: HostController, key: bytes,
               clock: Callable[[], float] = time.time,
               verifier: Verifier | None = None,
-              metrics: Metrics | None = None) -> web.Application:
+              metrics: Scrape | None = None) -> web.Application:
     """The aiohttp application (routes only; loops are started by ``run``)."""
     app = make_app(config.api.max_body_bytes, verifier or Verifier(key, clock=clock))
     app[CONTROLLER] = controller
-    app[METRICS] = metrics or Metrics(config.public_dir, clock=clock)
+    app[METRICS] = metrics or Scrape(config.public_dir, clock=clock)
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
     app[BUCKET] = TokenBucket(rate_per_min=config.api.anonymous_wake_per_min,
@@ -248,7 +247,7 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 dns.on_query = demand.on_dns
             await controller.start()
             verifier = restore_verifier(config, secrets.handshake_key)
-            metrics = Metrics(config.public_dir, extra=live.extras(dns))
+            metrics = Scrape(config.public_dir, dns=dns)
             app = build_app(config, controller, secrets.handshake_key, verifier=verifier,
                             metrics=metrics)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)

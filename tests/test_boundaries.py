@@ -64,7 +64,7 @@ print(json.dumps(sorted(sys.modules)))
 @pytest.mark.parametrize(("entry", "absent"), [
     ("handshake.command", {"pi", "host", "aiohttp", "kasa", "pymodbus"}),
     ("pi.cli", {"host", "kasa", "pymodbus"}),
-    ("pi.api", {"host", "kasa", "pymodbus", "watchdog"}),
+    ("pi.api", {"host", "kasa", "pymodbus", "watchdog", "prometheus_client"}),
     ("pi.power.daemon", {"host", "pymodbus"}),
     ("pi.control.daemon", {"host", "kasa"}),
     ("pi.inbox.daemon", {"host", "kasa", "pymodbus"}),

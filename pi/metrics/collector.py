@@ -36,7 +36,6 @@ from handshake.documents import (
 from pi import nodesfile
 from pi.metrics import families
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NODES_FILE = nodesfile.FILE
 # The text is reused within this window when no file changed (ages move by less).
 RENDER_REUSE_S = 1.0

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from pi.dns.builtin import BuiltinDns
 from pi.metrics.collector import Extra
 
 
-def extras(dns: Any) -> list[Extra]:
+def extras(dns: object) -> list[Extra]:
     """The live families of the api daemon's own parts (the DNS backend, when builtin)."""
     if not isinstance(dns, BuiltinDns):
         return []
