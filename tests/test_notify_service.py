@@ -270,3 +270,29 @@ def _state(site: Site) -> str | None:
         return None
     state: str = data["state"]
     return state
+
+
+async def test_messages_left_for_a_removed_target_or_past_max_age_are_dropped_not_sent(
+        tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    await receiver.start()
+    config = notify_config(tmp_path, f'[[notify]]\ntype = "webhook"\nname = "ha"\n'
+                                     f'url = "{receiver.url}"\n')
+    now = time.time()
+
+    def entry(target: str, ident: str, created: float) -> dict[str, Any]:
+        return outbox.Entry(target, {"id": ident, "event": "disk_low", "severity": "alarm",
+                                     "title": "t", "message": "m"}, created).to_json()
+
+    outbox.write(config.private_dir, {"schema": outbox.SCHEMA, "host_state": None, "alarms": {},
+                                      "outbox": [entry("gone", "a", now),
+                                                 entry("ha", "old", now - 2 * 86400),
+                                                 entry("ha", "fresh", now - 60)]})
+    caplog.set_level(logging.INFO, logger="pi.notify.service")
+    task = await running(NotifyService(config, **FAST))
+    await until(lambda: receiver.got)
+    await asyncio.sleep(0.3)
+    await cancel(task)
+    assert [json.loads(m["body"])["id"] for m in receiver.got] == ["fresh"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "dropping old" in errors[0]

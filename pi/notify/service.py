@@ -52,6 +52,9 @@ RESTART_S = 5.0
 RESTART_MAX_S = 300.0
 # Bursts of file events (several daemons rewriting at once) are read once.
 SETTLE_S = 0.05
+# Messages kept per target while it is down (a day of flapping alarms is far fewer); past
+# this the oldest goes, with an ERROR: the Pi's memory and card are not a mail spool.
+MAX_WAITING = 500
 _FILES: dict[type[Document], str] = {HostDocument: "host", PowerDocument: "power", PiDocument: "pi",
           InboxDocument: "inbox", ControlDocument: "control"}
 
@@ -91,14 +94,19 @@ class NotifyService:
                 pause = min(pause * 2, RESTART_MAX_S)
 
     async def serve(self) -> None:
-        self.state, self.outbox = await asyncio.to_thread(outbox.load, self.config.private_dir)
+        self.state, found = await asyncio.to_thread(outbox.load, self.config.private_dir)
+        self.outbox = [e for e in found if e.target in self.targets]
+        if len(self.outbox) < len(found):
+            log.info("notifier: %d message(s) for targets no longer configured dropped",
+                     len(found) - len(self.outbox))
         if self.outbox:
             log.info("notifier: %d message(s) from before the restart still to deliver",
                      len(self.outbox))
         observer = _watch(self.config.public_dir, asyncio.get_running_loop(), self.changed.set)
         try:
             async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
-                secrets = self.config.secrets().notify if self._senders is None else {}
+                secrets = {} if self._senders is not None \
+                    else (await asyncio.to_thread(self.config.secrets)).notify
                 senders = self._senders or {label: make_sender(t, secrets.get(label), session)
                                             for label, t in self.targets.items()}
                 for label, sender in senders.items():
@@ -118,8 +126,7 @@ class NotifyService:
             log.info("notify: %s (%s)", event.event, event.message)
             for label, target in self.targets.items():
                 if event.event in target.events:
-                    self.outbox.append(outbox.Entry(label, event.to_json(), created=now))
-                    self.wakeups[label].set()
+                    self._queue(outbox.Entry(label, event.to_json(), created=now))
         if state != self.state or events:
             self.state = state
             await self._save()
@@ -173,6 +180,15 @@ class NotifyService:
                 await self._remove(entry)
                 continue
             await self._save()
+
+    def _queue(self, entry: outbox.Entry) -> None:
+        waiting = [e for e in self.outbox if e.target == entry.target]
+        if len(waiting) >= MAX_WAITING:
+            log.error("notify %s: %d messages waiting; dropping the oldest (%s)", entry.target,
+                      len(waiting), waiting[0].event.get("id"))
+            self.outbox.remove(waiting[0])
+        self.outbox.append(entry)
+        self.wakeups[entry.target].set()
 
     def _failed(self, label: str, entry: outbox.Entry, error: str) -> None:
         entry.attempts += 1
