@@ -16,11 +16,11 @@ def extras(dns: object) -> list[Extra]:
 
 
 def dns_queries(dns: BuiltinDns) -> list[Metric]:
-    """Queries the builtin responder received and those it dropped, since the daemon started."""
-    received = CounterMetricFamily("edgepair_dns_queries", "DNS queries the builtin responder "
-                                   "received since the api daemon started.")
-    received.add_metric([], float(dns.queries))
-    dropped = CounterMetricFamily("edgepair_dns_queries_dropped", "Of those, dropped unanswered "
-                                  "(malformed, over a limit).")
+    """Queries the builtin responder answered and dropped, since the daemon started."""
+    answered = CounterMetricFamily("edgepair_dns_queries_answered", "DNS queries the builtin "
+                                   "responder answered since the api daemon started.")
+    answered.add_metric([], float(dns.queries - dns.dropped))
+    dropped = CounterMetricFamily("edgepair_dns_queries_dropped", "DNS queries it dropped "
+                                  "unanswered (malformed, over a limit).")
     dropped.add_metric([], float(dns.dropped))
-    return [received, dropped]
+    return [answered, dropped]
