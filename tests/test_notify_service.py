@@ -9,6 +9,7 @@ import logging
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from handshake.util.timeutil import iso
 from pi import config as pi_config
 from pi.notify import outbox
 from pi.notify.service import NotifyService
-from tests.e2e import Site, stop, wait_dns, wait_http
+from tests.e2e import ROOT, Site, stop, wait_dns, wait_http
 from tests.helpers import free_port, pi_toml, write_secrets
 
 FAST = {"tick_s": 0.1, "retry_base_s": 0.1}
@@ -296,3 +297,30 @@ async def test_messages_left_for_a_removed_target_or_past_max_age_are_dropped_no
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "dropping old" in errors[0]
+
+
+async def test_notify_test_sends_one_message_per_target_and_says_which_failed(
+        tmp_path: Path, receiver: Receiver) -> None:
+    await receiver.start()
+    dead = f"http://127.0.0.1:{free_port()}/hook"
+    path = pi_toml(tmp_path, extra=f'[[notify]]\ntype = "webhook"\nname = "ha"\n'
+                                   f'url = "{receiver.url}"\n'
+                                   f'[[notify]]\ntype = "ntfy"\nname = "phone"\nurl = "{dead}"\n')
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "handshake", "pi", "notify-test",
+                               "--config", str(path), *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    done = await asyncio.to_thread(cli)
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert "ha: ok" in lines
+    assert any(line.startswith(f"phone: FAILED: {dead}") for line in lines), lines
+    assert [json.loads(m["body"])["event"] for m in receiver.got] == ["test"]
+    done = await asyncio.to_thread(cli, "ha")
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == ["ha: ok"]
+    done = await asyncio.to_thread(cli, "nope")
+    assert done.returncode == 2
+    assert "no [[notify]] target named nope" in done.stderr
