@@ -96,10 +96,15 @@ class Metrics:
             return text
 
     def reuse(self) -> bytes | None:
-        """The last text when nothing changed since (a few stat calls: fine in the loop)."""
-        with self._lock:
+        """The last text when nothing changed since (a few stat calls: fine in the loop);
+        None while a render runs in a thread (the loop never waits for it)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
             cached = self._last
             return cached[1] if cached is not None and cached[0] == self._key()[0] else None
+        finally:
+            self._lock.release()
 
     def _key(self) -> tuple[Any, list[Metric]]:
         now = self.clock()
