@@ -247,7 +247,12 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 dns.on_query = demand.on_dns
             await controller.start()
             verifier = restore_verifier(config, secrets.handshake_key)
-            metrics = Scrape(config.public_dir, dns=dns)
+            notifier = None
+            if config.notify:  # lazily: watchdog and the senders cost only a Pi that notifies
+                from pi.notify.service import NotifyService  # noqa: PLC0415
+                notifier = NotifyService(config)
+            metrics = Scrape(config.public_dir, dns=dns,
+                             notify=None if notifier is None else notifier.figures)
             app = build_app(config, controller, secrets.handshake_key, verifier=verifier,
                             metrics=metrics)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -267,10 +272,8 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                     group.create_task(usage.run())  # commits what waits when cancelled
                     if config.control is not None:
                         group.create_task(replan.run(config, controller))
-                    if config.notify:  # isolated: never raises, never awaited by failover
-                        # Lazily: watchdog and the senders cost only a Pi that notifies.
-                        from pi.notify.service import NotifyService  # noqa: PLC0415
-                        group.create_task(NotifyService(config).run())
+                    if notifier is not None:  # isolated: never raises, never awaited by failover
+                        group.create_task(notifier.run())
             finally:
                 await runner.cleanup()
                 save_nonces(config, verifier)

@@ -50,7 +50,10 @@ def grafana_to_promql(query: str) -> str:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    site = Site(tmp_path, interval=0.2)
+    # A notify target (never asked: nothing happens) so the notifier's metrics exist too.
+    site = Site(tmp_path, interval=0.2, extra_pi=f'[[notify]]\ntype = "webhook"\n'
+                                                 f'url = "http://127.0.0.1:{free_port()}/"\n'
+                                                 f'events = ["node_pending"]\n')
     public = tmp_path / "pi-state" / "public"
     dashboard.write(public, ("power", "inbox", "control", "pihole", "usage"))
     (public / "nodes.json").write_bytes(msgspec.json.encode(node_document(time.time())))

@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiomqtt
 import msgspec
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from handshake import documents
 from handshake.documents import HostDocument
@@ -257,9 +259,17 @@ async def test_the_api_daemon_sends_host_unreachable_and_back_while_a_target_han
             await until(lambda: receiver.events() == ["host_unreachable"])
             host = site.start_host()
             await until(lambda: receiver.events() == ["host_unreachable", "host_back"])
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"{site.api}/metrics") as response:
+                text = await response.text()
         finally:
             stop(pi)
             stop(host)
+    got = {(s.name, s.labels.get("target")): s.value
+           for f in text_string_to_metric_families(text) for s in f.samples}
+    assert got[("edgepair_notify_delivered_total", "ok")] == 2
+    assert got[("edgepair_notify_waiting", "ok")] == 0
+    assert got[("edgepair_notify_waiting", "hangs")] == 2  # still on its first, 5 s timeout
     back = json.loads(receiver.got[1]["body"])
     assert back["message"] == "resolved: the host is online"
 

@@ -22,8 +22,9 @@ class Scrape:
     """The collector behind ``GET /metrics``, made when it is first asked for."""
 
     def __init__(self, public_dir: Path, *, clock: Callable[[], float] = time.time,
-                 dns: object = None) -> None:
-        self.public_dir, self.clock, self.dns = public_dir, clock, dns
+                 dns: object = None,
+                 notify: Callable[[], dict[str, dict[str, int]]] | None = None) -> None:
+        self.public_dir, self.clock, self.dns, self.notify = public_dir, clock, dns, notify
         self._metrics: Metrics | None = None
         self._lock = threading.Lock()
 
@@ -39,5 +40,5 @@ class Scrape:
                 from pi.metrics.collector import Metrics  # noqa: PLC0415
 
                 self._metrics = Metrics(self.public_dir, clock=self.clock,
-                                        extra=live.extras(self.dns))
+                                        extra=live.extras(self.dns, self.notify))
         return self._metrics.render()

@@ -78,7 +78,7 @@ class NotifyService:
         self.outbox: list[outbox.Entry] = []
         self.changed = asyncio.Event()
         self.wakeups = {label: asyncio.Event() for label in self.targets}
-        self.delivered = 0
+        self.delivered = dict.fromkeys(self.targets, 0)  # since the daemon started
         self.quiet = QuietLogger(log)
         self._save_lock = asyncio.Lock()
 
@@ -174,12 +174,21 @@ class NotifyService:
                 log.exception("notify %s: unexpected error", label)
                 self._failed(label, entry, repr(exc))
             else:
-                self.delivered += 1
+                self.delivered[label] += 1
                 self.quiet.success(label, "notify %s: delivering again", label)
                 log.info("notify %s: delivered %s", label, entry.event.get("id"))
                 await self._remove(entry)
                 continue
             await self._save()
+
+    def figures(self) -> dict[str, dict[str, int]]:
+        """Per target: messages waiting, delivered since start, failing now (for /metrics)."""
+        out = {}
+        for label in self.targets:
+            waiting = [e for e in self.outbox if e.target == label]
+            out[label] = {"waiting": len(waiting), "delivered": self.delivered[label],
+                          "failing": int(bool(waiting) and waiting[0].attempts > 0)}
+        return out
 
     def _queue(self, entry: outbox.Entry) -> None:
         waiting = [e for e in self.outbox if e.target == entry.target]
