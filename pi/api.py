@@ -9,8 +9,9 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -27,6 +28,7 @@ from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
 from pi import pihole_stats, pistats, replan
 from pi import state as sm
+from pi.backup.service import BackupService
 from pi.config import PiConfig
 from pi.control import planapi
 from pi.demand.service import DemandService
@@ -38,6 +40,9 @@ from pi.openapi import OPENAPI, PI_OPENAPI
 from pi.ratelimit import TokenBucket
 from pi.usage.service import UsageService
 from pi.wol import WolSender
+
+if TYPE_CHECKING:
+    from pi.notify.service import NotifyService
 
 log = logging.getLogger(__name__)
 
@@ -245,16 +250,17 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 controller.describe_demand = demand.document
             if isinstance(dns, QueryWatcher):
                 dns.on_query = demand.on_dns
+            backup = None
+            if config.backup is not None:
+                backup = BackupService(config, config.backup, secrets.handshake_key,
+                                       lambda: controller.status)
+                controller.observers.append(backup)
             await controller.start()
             verifier = restore_verifier(config, secrets.handshake_key)
-            notifier = None
-            if config.notify:  # lazily: watchdog and the senders cost only a Pi that notifies
-                from pi.notify.service import NotifyService  # noqa: PLC0415
-                notifier = NotifyService(config)
-            metrics = Scrape(config.public_dir, dns=dns,
-                             notify=None if notifier is None else notifier.figures)
+            notifier = _notifier(config)
             app = build_app(config, controller, secrets.handshake_key, verifier=verifier,
-                            metrics=metrics)
+                            metrics=Scrape(config.public_dir, dns=dns, notify=None if notifier
+                                           is None else notifier.figures))
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             try:
@@ -264,21 +270,41 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 log.info("api listening on %s:%d; DNS %s → %s (%s)", host, port,
                          config.dns.name, controller.desired_address(), config.dns.backend)
                 async with controller.running(), asyncio.TaskGroup() as group:
-                    if config.pihole is not None:
-                        group.create_task(pihole_stats.run(config, session))
                     ready()
-                    group.create_task(_publish_pi_stats(config))
-                    group.create_task(demand.run())
-                    group.create_task(usage.run())  # commits what waits when cancelled
-                    if config.control is not None:
-                        group.create_task(replan.run(config, controller))
-                    if notifier is not None:  # isolated: never raises, never awaited by failover
-                        group.create_task(notifier.run())
+                    for loop in (demand.run(), usage.run(),  # usage commits when cancelled
+                                 *_optional_loops(config, session, controller, backup, notifier)):
+                        group.create_task(loop)
             finally:
                 await runner.cleanup()
                 save_nonces(config, verifier)
         finally:
             await dns.close()
+
+
+def _notifier(config: PiConfig) -> NotifyService | None:
+    """The notifier, when [[notify]] targets exist (only then are watchdog and the senders
+    imported). It runs isolated: never raises, never awaited by failover."""
+    if not config.notify:
+        return None
+    from pi.notify.service import NotifyService  # noqa: PLC0415
+
+    return NotifyService(config)
+
+
+def _optional_loops(config: PiConfig, session: aiohttp.ClientSession, controller: HostController,
+                    backup: BackupService | None,
+                    notifier: NotifyService | None) -> list[Coroutine[Any, Any, None]]:
+    """The api daemon's loops that only some configurations have, and pi.json's."""
+    loops = [_publish_pi_stats(config, backup)]
+    if config.pihole is not None:
+        loops.append(pihole_stats.run(config, session))
+    if backup is not None:
+        loops.append(backup.run())
+    if config.control is not None:
+        loops.append(replan.run(config, controller))
+    if notifier is not None:
+        loops.append(notifier.run())
+    return loops
 
 
 def restore_verifier(config: PiConfig, key: bytes, now: float | None = None) -> Verifier:
@@ -291,7 +317,7 @@ def save_nonces(config: PiConfig, verifier: Verifier) -> None:
     NonceStore(config.private_dir).save(verifier)
 
 
-async def _publish_pi_stats(config: PiConfig) -> None:
+async def _publish_pi_stats(config: PiConfig, backup: BackupService | None = None) -> None:
     path = config.public_dir / "pi.json"
     started = time.time()
     # Once soon after start too: the other daemons write their first files by then.
@@ -301,7 +327,9 @@ async def _publish_pi_stats(config: PiConfig) -> None:
         try:
             document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S,
                                        pihole=config.pihole is not None,
-                                       grace_until=started + pistats.STARTUP_GRACE_S)
+                                       grace_until=started + pistats.STARTUP_GRACE_S,
+                                       shares=config.shares(),
+                                       backup=None if backup is None else backup.status())
         except OSError as exc:  # out of descriptors: /proc cannot be read; next round
             quiet.failure("collect", "cannot collect the Pi's figures: %s", exc.strerror or exc)
         else:
