@@ -171,3 +171,19 @@ def test_every_public_document_type_with_metrics_is_read() -> None:
     assert {documents.FILES[kind] for kind in _BUILDERS} == {
         "host.json", "usage.json", "power.json", "inbox.json", "control.json", "pi.json",
         "pihole.json"}
+
+
+def test_the_pis_backup_and_shares_are_exported() -> None:
+    doc = documents.PiDocument(
+        generated_at=iso(NOW) or "", shares={"inbox": {"path": "/srv", "free_bytes": 5e9},
+                                            "share": {"path": "/x", "error": "not found"}},
+        backup={"enabled": True, "last_ok": {"at": iso(NOW - 3600), "bytes": 12345},
+                "last_error": {"at": iso(NOW), "message": "host refused"},
+                "next_due": iso(NOW + 600)})
+    got = samples(_render(families.pi(doc)))
+    assert got[("edgepair_share_free_bytes", (("share", "inbox"),))] == 5e9
+    assert ("edgepair_share_free_bytes", (("share", "share"),)) not in got
+    assert got[("edgepair_backup_last_ok_timestamp_seconds", ())] == NOW - 3600
+    assert got[("edgepair_backup_last_ok_bytes", ())] == 12345
+    assert got[("edgepair_backup_failing", ())] == 1
+    assert got[("edgepair_backup_next_due_timestamp_seconds", ())] == NOW + 600

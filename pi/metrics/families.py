@@ -268,8 +268,27 @@ def pi(doc: PiDocument) -> list[Metric]:
     for name, info in sorted(doc.daemons.items()):
         if info.get("running") is not None:
             running.add_metric([name], 1.0 if info["running"] else 0.0)
-    out.append(running)
+    free = labelled("share_free_bytes", "Free space of an SMB folder's file system.", "share")
+    for name, share in sorted(doc.shares.items()):
+        if (space := _number(share.get("free_bytes"))) is not None:
+            free.add_metric([name], space)
+    out += [running, free, *_backup(doc.backup)]
     return _present(out)
+
+
+def _backup(backup: Mapping[str, Any] | None) -> list[Metric]:
+    """The Pi's own backup to the host: when the last good one was, its size, failing now."""
+    if not backup:
+        return []
+    last = backup.get("last_ok") or {}
+    return [gauge("backup_last_ok_timestamp_seconds", "When the last backup reached the host.",
+                  timestamp(last.get("at"))),
+            gauge("backup_last_ok_bytes", "The last good backup's size.",
+                  _number(last.get("bytes"))),
+            gauge("backup_failing", "1 while the last backup attempt failed.",
+                  1.0 if backup.get("last_error") else 0.0),
+            gauge("backup_next_due_timestamp_seconds", "When the next backup is due.",
+                  timestamp(backup.get("next_due")))]
 
 
 def pihole(doc: PiholeDocument) -> list[Metric]:
