@@ -93,18 +93,22 @@ def test_plugs_disk_memory_inbox_safe_state_and_nodes() -> None:
             PowerPlug(name="tv", role="other", health="unreachable", error="timed out")]),
         pi=PiDocument(generated_at=iso(now) or "",
                       disk={"path": "/var/lib/edgepair", "total_bytes": 100, "free_bytes": 5},
-                      memory={"total_bytes": 100, "available_bytes": 50}),
+                      memory={"total_bytes": 100, "available_bytes": 50},
+                      backup={"enabled": True, "last_error": {"at": iso(now),
+                                                              "message": "host refused"}}),
         inbox=InboxDocument(generated_at=iso(now) or "",
                             pending=InboxPending(files=2, bytes=10, oldest=iso(T0))),
         control=ControlDocument(generated_at=iso(now) or "", mode="safe",
                                 reason="plan_expired"),
         nodes={"nodes": [{"hwid": "a1", "state": "pending"}, {"hwid": "b2", "state": "online"}]})
     observation = observe(docs, LIMITS, now, None)
-    assert set(observation.conditions) == {"plug:tv", "disk", "inbox", "safe_state", "node:a1"}
+    assert set(observation.conditions) == {"plug:tv", "disk", "inbox", "safe_state", "node:a1",
+                                           "backup"}
+    assert "host refused" in observation.conditions["backup"].message
     assert "plan_expired" in observation.conditions["safe_state"].message
     _, events = step(State(), observation, now, 0)
     assert {e.event for e in events} == {"plug_unreachable", "disk_low", "inbox_waiting",
-                                         "safe_state", "node_pending"}
+                                         "safe_state", "node_pending", "backup_failed"}
     node = next(e for e in events if e.event == "node_pending")
     assert node.severity == "info"
     # A young inbox file is no alarm; without alert_after_s there is no inbox alarm at all.

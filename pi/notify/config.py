@@ -16,7 +16,7 @@ from handshake.util.schema import Check, Section
 # The events a target may ask for (``events``); every one by default.
 EVENTS = ("host_unreachable", "host_back", "wake_timeout", "safe_state", "safe_state_left",
           "inbox_waiting", "inbox_cleared", "plug_unreachable", "plug_back", "disk_low",
-          "disk_ok", "memory_low", "memory_ok", "node_pending")
+          "disk_ok", "memory_low", "memory_ok", "node_pending", "backup_failed", "backup_ok")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _TOPIC_RE = re.compile(r"^[^#+\x00]{1,256}$")
 

@@ -132,7 +132,7 @@ def observe(docs: Docs, limits: Limits, now: float, previous_host_state: str | N
                              "last_seen": p.last_seen})
                   for p in docs.power.plugs if p.health != "ok"]
     if docs.pi is not None:
-        known.update(("disk", "memory"))
+        known.update(("disk", "memory", "backup"))
         found += _pi(docs.pi, limits)
     if docs.inbox is not None and limits.inbox_alert_after_s is not None:
         known.add("inbox")
@@ -188,6 +188,12 @@ def _pi(doc: PiDocument, limits: Limits) -> list[Condition]:
                              f"(alarm below {limits.memory_available_min_pct:g} %)",
                              {"available_bytes": memory.get("available_bytes"),
                               "available_pct": round(pct, 1)}))
+    backup = doc.backup or {}
+    error = backup.get("last_error")
+    if backup.get("enabled") and isinstance(error, dict):
+        out.append(Condition("backup", "backup_failed", "backup_ok", "Pi backup failing",
+                             f"the Pi's backup to the host failed: {error.get('message')}",
+                             {"last_error": error, "last_ok": backup.get("last_ok")}))
     return out
 
 
