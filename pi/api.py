@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import html
 import itertools
@@ -335,7 +336,13 @@ async def _publish_pi_stats(config: PiConfig, backup: BackupService | None = Non
         else:
             quiet.success("collect", "the Pi's figures are readable again")
             await asyncio.to_thread(documents.try_publish, path, document, quiet)
-        await asyncio.sleep(next(delays))
+        wait = next(delays)
+        if backup is None:
+            await asyncio.sleep(wait)
+        else:  # a finished backup is news: the Pi card shows it at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(backup.finished.wait(), wait)
+            backup.finished.clear()
 
 
 def frontend_default() -> Path:

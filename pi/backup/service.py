@@ -102,6 +102,7 @@ class BackupService:
         self.quiet = QuietLogger(log)
         self.outcome = privatefile.read(self.path, Outcome.from_json, log=log) or Outcome()
         self.running = False
+        self.finished = asyncio.Event()  # set after each attempt (pi.json refreshes on it)
         self._news = asyncio.Event()
 
     @property
@@ -133,6 +134,12 @@ class BackupService:
 
     async def attempt(self) -> bool:
         """Build, send, check; record the outcome. True when the host holds the backup."""
+        try:
+            return await self._attempt()
+        finally:
+            self.finished.set()  # recorded by now: pi.json shows this outcome
+
+    async def _attempt(self) -> bool:
         started = self.clock()
         self.running = True
         try:
