@@ -12,6 +12,8 @@ SYSTEM_TOOLS=(
     "dnsmasq:dnsmasq-base"
     "nginx:nginx"
     "chromium:chromium fonts-dejavu-core"
+    "prometheus:prometheus"
+    "mosquitto:mosquitto"
 )
 
 ensure_system_tools() {
