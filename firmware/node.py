@@ -33,6 +33,7 @@ class Node:
         self.last_readings = None
         self.last_report = None
         self.heap_peak = 0
+        self.live_peak = 0
 
     def spawn(self, coro):
         task = asyncio.create_task(coro)
@@ -53,10 +54,8 @@ class Node:
                 self.caps.safe()
             self.lost = lost
             beat += 1
-            if beat % 10 == 0:
-                self.heap_peak = max(self.heap_peak, gc.mem_alloc())
-                if beat % 50 == 0:
-                    self.hal.stats(heap_stats(self.heap_peak))
+            if beat % 50 == 0:
+                self.hal.stats(self.heap_stats())
             await asyncio.sleep_ms(WATCHDOG_MS)
 
     async def pair(self):
@@ -121,22 +120,25 @@ class Node:
                 wait = min(self.poll_s * failures, MAX_BACKOFF_S)
                 if failures == 1:
                     print("cannot reach the Pi:", exc)
+            self.heap_peak = max(self.heap_peak, gc.mem_alloc())  # a cycle's garbage included
             gc.collect()
             await asyncio.sleep(wait)
+
+    def heap_stats(self):
+        import micropython
+        gc.collect()
+        alloc = gc.mem_alloc()
+        self.live_peak = max(self.live_peak, alloc)
+        out = {"alloc": alloc, "free": gc.mem_free(), "live_peak": self.live_peak,
+               "cycle_peak": self.heap_peak}
+        if hasattr(micropython, "mem_peak"):
+            out["mem_peak"] = micropython.mem_peak()
+        return out
 
 
 def retry_after(exc, default):
     error = (exc.body or {}).get("error") or {}
     return error.get("retry_after_s", default) if isinstance(error, dict) else default
-
-
-def heap_stats(peak):
-    import micropython
-    gc.collect()
-    out = {"alloc": gc.mem_alloc(), "free": gc.mem_free(), "alloc_peak": peak}
-    if hasattr(micropython, "mem_peak"):
-        out["mem_peak"] = micropython.mem_peak()
-    return out
 
 
 def main(path="config.json"):

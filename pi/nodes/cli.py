@@ -161,7 +161,7 @@ def _params(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValidationError(f"expected KEY=VALUE, got {item!r}", "--param")
-        out[key] = flashing._value(raw)  # noqa: SLF001 (one parser of typed values)
+        out[key] = flashing.typed_value(raw)
     return out
 
 

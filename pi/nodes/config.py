@@ -6,12 +6,14 @@ Light on purpose (check-config imports it): Structs only.
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, ClassVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import Meta
 
-from handshake.util.schema import Check, Derived, HostPort, Listen, Section
+from handshake.errors import ValidationError
+from handshake.util.schema import Check, Decoder, Derived, HostPort, Listen, Section
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
@@ -68,6 +70,16 @@ class JobConfig(Section, frozen=True, kw_only=True):
             yield ("delay_s", "expected at or delay_s, not both")
         if self.then is not None and self.then == self.id:
             yield ("then", "a job cannot follow itself")
+
+
+def decode_job(data: dict[str, Any]) -> JobConfig:
+    """A job from the CLI, by the config's own schema; ValidationError lists its problems."""
+    decoder = Decoder(Path("job"))
+    try:
+        return decoder.struct(JobConfig, data, "")
+    except Exception:  # the decoder's marker (private): its problems say what failed
+        raise ValidationError("; ".join(p.removeprefix("job: ") for p in decoder.problems)
+                              or "not a job") from None
 
 
 def _offline_after(section: "NodesConfig") -> float:

@@ -50,14 +50,14 @@ def parse_capability(spec: str) -> tuple[str, dict[str, Any]]:
         if not sep or key not in settings:
             raise ValidationError(f"{name}: expected {', '.join(settings)} = value, got "
                                   f"{item!r}", "--capability")
-        settings[key] = _value(raw)
+        settings[key] = typed_value(raw)
     if name == "motor" and not 0 < settings["max_s"] <= 120:
         raise ValidationError("motor: expected 0 < max_s ≤ 120 (the firmware's hard maximum)",
                               "--capability")
     return name, settings
 
 
-def _value(raw: str) -> Any:
+def typed_value(raw: str) -> Any:
     if raw in ("true", "false"):
         return raw == "true"
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from tinydb import Query, TinyDB
 
-from pi.nodes.config import JobConfig
+from pi.nodes.config import JobConfig, decode_job
 
 FILE = "nodes-registry.json"
 
@@ -70,14 +70,16 @@ class Registry:
         self._nodes.pop(hwid, None)
 
     def jobs(self) -> list[JobConfig]:
-        return [msgspec.convert(d["job"], JobConfig) for d in self.jobs_table.all()]
+        return [decode_job({k: v for k, v in d["job"].items() if v is not None})
+                for d in self.jobs_table.all()]
 
     def since(self, job_id: str) -> float | None:
         found = self.jobs_table.get(Query().job.id == job_id)
         return None if found is None or isinstance(found, list) else float(found["since"])
 
     def add_job(self, job: JobConfig, now: float) -> None:
-        self.jobs_table.insert({"job": msgspec.to_builtins(job), "since": now})
+        stored = {k: v for k, v in msgspec.to_builtins(job).items() if v is not None}
+        self.jobs_table.insert({"job": stored, "since": now})
 
     def remove_job(self, job_id: str) -> bool:
         return bool(self.jobs_table.remove(Query().job.id == job_id))

@@ -22,7 +22,7 @@ from handshake.errors import AuthError, ValidationError
 from handshake.util.timeutil import iso
 from pi.nodes import jobs as schedule
 from pi.nodes import wire
-from pi.nodes.config import JobConfig, NodesConfig, is_id, job_problems
+from pi.nodes.config import JobConfig, NodesConfig, decode_job, is_id, job_problems
 from pi.nodes.joblog import JobLog
 from pi.nodes.registry import Node, Registry
 
@@ -122,7 +122,9 @@ class NodeService:
 
     def hello(self, hello: wire.Hello, remote: str, now: float) -> dict[str, Any]:
         node = self.registry.get(hello.hwid)
-        answer: dict[str, Any] = {"now": now, "poll_s": self.config.poll_s}
+        # Pending nodes say hello no faster than the rate limit lets them.
+        answer: dict[str, Any] = {"now": now, "poll_s": max(self.config.poll_s,
+                                                             60 / self.config.hello_per_min)}
         if node is not None and secrets.compare_digest(node.proof, hello.proof):
             self._update_declared(node, hello)
             return {**answer, "state": "approved", "key": node.wrapped}
@@ -272,12 +274,7 @@ class NodeService:
         return node
 
     def add_job(self, data: dict[str, Any], now: float) -> JobConfig:
-        try:
-            job = msgspec.convert(data, JobConfig)
-        except msgspec.ValidationError as exc:
-            raise ValidationError(str(exc)) from None
-        for key, problem in job.problems():
-            raise ValidationError(problem, key)
+        job = decode_job(data)
         problems = [p for _, p in job_problems((*self.config.jobs, *self.registry.jobs(), job))]
         if problems:
             raise ValidationError(problems[0], "job")
