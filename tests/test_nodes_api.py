@@ -27,15 +27,18 @@ async def test_forged_unsigned_and_removed_requests_get_401_bad_json_400(site: N
         assert (await node.hello())[1]["state"] == "pending"
         assert (await cli(site, "approve", "py-1", "--code", "CODE2345", "--name", "p1"))[0] == 0
         status, answer = await node.hello()
-        assert answer["state"] == "approved" and node.key is not None
+        assert answer["state"] == "approved"
+        assert node.key is not None
         assert await node.cycle() == []
         poll = f"{wire.PREFIX}/py-1/poll"
 
         status, answer = await node.post(poll, {}, signed=False)
-        assert status == 401 and "missing Authorization" in answer["error"]["message"]
+        assert status == 401
+        assert "missing Authorization" in answer["error"]["message"]
         forged = sign(b"x" * 32, "POST", poll, b"{}")
         status, answer = await node.post(poll, {}, raw=b"{}", headers={"Authorization": forged})
-        assert status == 401 and "bad signature" in answer["error"]["message"]
+        assert status == 401
+        assert "bad signature" in answer["error"]["message"]
         # Signed for another body: the signature covers the exact bytes.
         signed = sign(node.key, "POST", poll, b"{}")
         status, _ = await node.post(poll, {}, raw=b'{"running": []}',
@@ -45,10 +48,12 @@ async def test_forged_unsigned_and_removed_requests_get_401_bad_json_400(site: N
         status, _ = await node.post(poll, {}, raw=b"{}", headers={"Authorization": signed})
         assert status == 200
         status, answer = await node.post(poll, {}, raw=b"{}", headers={"Authorization": signed})
-        assert status == 401 and "replayed" in answer["error"]["message"]
+        assert status == 401
+        assert "replayed" in answer["error"]["message"]
         # Another node's key on this node's path.
         status, answer = await node.post(f"{wire.PREFIX}/py-2/poll", {})
-        assert status == 401 and "unknown or removed" in answer["error"]["message"]
+        assert status == 401
+        assert "unknown or removed" in answer["error"]["message"]
 
         for raw in (b"{not json", b"[1, 2]", json.dumps({"readings": {"t": {"value": "hot"}}}).encode()):
             status, answer = await node.post(f"{wire.PREFIX}/py-1/report", None, raw=raw)
@@ -62,7 +67,8 @@ async def test_forged_unsigned_and_removed_requests_get_401_bad_json_400(site: N
 
         assert (await cli(site, "remove", "p1"))[0] == 0
         status, answer = await node.post(poll, {})
-        assert status == 401 and "unknown or removed" in answer["error"]["message"]
+        assert status == 401
+        assert "unknown or removed" in answer["error"]["message"]
 
 
 async def test_a_node_flooding_hellos_is_rate_limited(site: NodeSite) -> None:
@@ -73,7 +79,8 @@ async def test_a_node_flooding_hellos_is_rate_limited(site: NodeSite) -> None:
         assert statuses[:3] == [200, 200, 200]  # a burst of three (hello_per_min = 6)
         assert set(statuses[3:]) == {429}
         status, answer = await node.post(f"{wire.PREFIX}/hello", node.hello_body(), signed=False)
-        assert status == 429 and answer["error"]["retry_after_s"] >= 1
+        assert status == 429
+        assert answer["error"]["retry_after_s"] >= 1
         # The flood remembered one pending node, not eight.
         document = await until(lambda: (d := site.document()) and d.nodes and d)
         assert [n.hwid for n in document.nodes] == ["flood-1"]
@@ -88,4 +95,5 @@ async def test_the_admin_endpoints_need_the_pi_key(site: NodeSite) -> None:
                 assert (await r.json())["error"]["code"] == "unauthorized"
         async with session.get(site.url + wire.PREFIX + "/openapi.json") as r:
             paths = (await r.json())["paths"]
-        assert f"{wire.PREFIX}/hello" in paths and f"{wire.PREFIX}/{{hwid}}/report" in paths
+        assert f"{wire.PREFIX}/hello" in paths
+        assert f"{wire.PREFIX}/{{hwid}}/report" in paths

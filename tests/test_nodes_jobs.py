@@ -68,7 +68,8 @@ def test_a_done_leader_starts_its_follow_up_at_the_next_time_or_after_its_delay(
                                                    after="down", delay_s=30,
                                                    params={"direction": "up", "duration_s": 5}))
     follow = jobs.follow_up(delayed, done, BERLIN)
-    assert follow is not None and follow.due == done.done_at + 30  # type: ignore[operator]
+    assert follow is not None
+    assert follow.due == done.done_at + 30  # type: ignore[operator]
     assert jobs.follow_up(ALL, replace(done, status="failed"), BERLIN) is None
 
 
@@ -93,7 +94,8 @@ def test_delivery_within_grace_then_missed_and_a_silent_node_fails() -> None:
     assert jobs.deliverable([sent], 500.0, 60) == [sent]  # re-delivery is harmless
     assert jobs.expired([sent], 101.0 + 60 + jobs.RESULT_MARGIN_S, 60) == []
     [failed] = jobs.expired([sent], 101.0 + 61 + jobs.RESULT_MARGIN_S, 60)
-    assert failed.status == "failed" and "no result" in failed.result["error"]
+    assert failed.status == "failed"
+    assert "no result" in failed.result["error"]
 
 
 def test_next_job_is_the_earliest_open_execution_or_daily_occurrence() -> None:

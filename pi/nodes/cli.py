@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--capability", action="append", default=[], metavar="NAME[:k=v,…]",
                    help="relay, motor, input, temperature, analog (repeat)")
     p.add_argument("--pi-url", help="default: [nodes] url, or http://<pi.address>:<port>")
+    p.add_argument("--firmware", type=Path, default=flashing.FIRMWARE_DIR,
+                   help="the firmware folder (default: %(default)s)")
     p.add_argument("--out", type=Path, help="write the bundle here (default: a temp folder)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, write the "
                    "bundle, touch no board")
@@ -233,7 +235,7 @@ def cmd_flash(args: argparse.Namespace, config: pi_config.PiConfig) -> int:
         capabilities=caps, poll_s=nodes.poll_s, lost_after_s=nodes.lost_after_s,
         wifi_ssid=args.wifi_ssid, wifi_password=_wifi_password(args))
     folder = args.out or Path(tempfile.mkdtemp(prefix=f"edgepair-{hwid}-"))
-    bundle = flashing.write_bundle(folder, node_config)
+    bundle = flashing.write_bundle(folder, node_config, args.firmware)
     steps = flashing.commands(bundle, args.port, erase=args.erase, image=args.image)
     shown = {**node_config, "wifi": {**node_config["wifi"], "password": "***"}}
     print(f"bundle: {folder}")

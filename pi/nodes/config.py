@@ -116,8 +116,8 @@ def job_problems(jobs: tuple[JobConfig, ...]) -> Iterator[tuple[str, str]]:
     for follow, names in sorted(leaders.items()):
         if len(names) > 1:
             yield ("jobs", f"{follow}: follows more than one job ({', '.join(sorted(names))})")
-        job = by_id.get(follow)
-        if job is not None and job.reading is not None:
+        found = by_id.get(follow)
+        if found is not None and found.reading is not None:
             yield ("jobs", f"{follow}: a follow-up cannot have a reading trigger")
     chain = links(jobs)
     for start in chain:

@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -165,8 +165,8 @@ async def _verify_admin(request: web.Request) -> dict[str, object]:
 
 
 def _admin(handler: Callable[[NodeService, dict[str, object]], object]) -> \
-        Callable[[web.Request], object]:
-    async def route(request: web.Request) -> web.Response:
+        Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def route(request: web.Request) -> web.StreamResponse:
         data = await _verify_admin(request)
         try:
             answer = handler(request.app[SERVICE], data)

@@ -13,7 +13,9 @@ from typing import Any
 from handshake.errors import ValidationError
 from pi.nodes.config import CAPABILITIES
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent.parent / "firmware"
+# firmware/ in a source checkout; scripts/install-pi copies it to /opt/edgepair/firmware.
+_CHECKOUT_FIRMWARE = Path(__file__).resolve().parent.parent.parent / "firmware"
+FIRMWARE_DIR = _CHECKOUT_FIRMWARE if _CHECKOUT_FIRMWARE.is_dir() else Path("/opt/edgepair/firmware")
 # What each capability gets when --capability names it without settings (ESP32 DevKit pins).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "relay": {"pin": 5, "default": False},
@@ -90,10 +92,14 @@ def node_config(*, hwid: str, code: str, pi_url: str, capabilities: dict[str, An
             "report_s": 30}
 
 
-def write_bundle(folder: Path, config: dict[str, Any]) -> Bundle:
+def write_bundle(folder: Path, config: dict[str, Any], firmware: Path = FIRMWARE_DIR) -> Bundle:
     """firmware/*.py and config.json in ``folder`` (created; mode 0700: it holds the code)."""
+    sources = sorted(firmware.glob("*.py"))
+    if not sources:
+        raise ValidationError(f"no firmware in {firmware} (expected main.py, node.py …)",
+                              "--firmware")
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for source in sorted(FIRMWARE_DIR.glob("*.py")):
+    for source in sources:
         shutil.copyfile(source, folder / source.name)
     path = folder / "config.json"
     path.write_text(json.dumps(config, indent=1) + "\n")

@@ -8,7 +8,7 @@ _ERROR = {"description": "JSON error", "content": {"application/json": {"schema"
     "type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"],
         "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}}}}
-_SIGNED = [{"edgepair": []}]
+_SIGNED: list[dict[str, list[str]]] = [{"edgepair": []}]
 
 
 def _post(summary: str, request: dict[str, Any], answer: dict[str, Any], *,

@@ -74,8 +74,8 @@ class Registry:
                 for d in self.jobs_table.all()]
 
     def since(self, job_id: str) -> float | None:
-        found = self.jobs_table.get(Query().job.id == job_id)
-        return None if found is None or isinstance(found, list) else float(found["since"])
+        found = self.jobs_table.search(Query().job.id == job_id)
+        return float(found[0]["since"]) if found else None
 
     def add_job(self, job: JobConfig, now: float) -> None:
         stored = {k: v for k, v in msgspec.to_builtins(job).items() if v is not None}
