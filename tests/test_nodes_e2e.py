@@ -90,7 +90,7 @@ async def test_a_board_pairs_runs_a_job_and_its_follow_up_and_reports_readings(
     assert code == 0, err
     nxt = await until(lambda: site.entry("blinds-1").next_job)
     assert nxt.id.startswith("down@")
-    assert nxt.action.startswith("motor")
+    assert nxt.action == "motor down 1 s"
     await until(lambda: [s for s, _ in executions(site).values()] == ["done", "done"],
                 timeout=15, what="the job and its follow-up done")
     state = board.state()

@@ -29,6 +29,15 @@ from pi.nodes.registry import Node, Registry
 log = logging.getLogger(__name__)
 
 
+def action_words(capability: str, params: dict[str, Any]) -> str:
+    """What a job does, as nodes.json and the dashboard say it: "motor down 5 s"."""
+    if capability == "motor":
+        return f"motor {params.get('direction', '?')} {params.get('duration_s', '?')} s"
+    if capability == "relay":
+        return f"relay {'on' if params.get('on') else 'off'}"
+    return f"read {capability}"
+
+
 class NotFound(ValidationError):
     """The CLI named a node or job that does not exist (404)."""
 
@@ -338,9 +347,7 @@ class NodeService:
     def _action(self, execution_id: str, capability: str) -> str:
         job_id = execution_id.split("@", 1)[0]
         job = next((j for j in self.jobs if j.id == job_id), None)
-        if job is None or not job.params:
-            return capability
-        return capability + " " + " ".join(f"{k}={v}" for k, v in sorted(job.params.items()))
+        return action_words(capability, dict(job.params) if job else {})
 
     def document(self, now: float | None = None) -> NodesDocument:
         now = time.time() if now is None else now
