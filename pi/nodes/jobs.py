@@ -97,7 +97,7 @@ def scheduled(jobs: Iterable[JobConfig], since: Callable[[str], float],
         if job.at is None or job.id in follow or job.reading is not None:
             continue
         due = latest_at(job.at, tz, now)
-        if due < since(job.id) or known(execution_id(job.id, due)):
+        if known(execution_id(job.id, due)) or due < since(job.id):
             continue
         out.append(_new(job, due, status="pending" if now - due <= grace_s else "missed"))
     return out

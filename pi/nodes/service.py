@@ -69,6 +69,8 @@ class NodeService:
         self.changed = True  # nodes.json is out of date
         self.jobs: tuple[JobConfig, ...] = ()
         self.invalid: dict[str, str] = {}
+        self.known_ids: set[str] = set()  # executions in the log (saves a query a tick)
+        self.since_cache: dict[str, float] = {}
         self.reload_jobs()
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -101,17 +103,32 @@ class NodeService:
         return None
 
     def since(self, job_id: str) -> float:
-        added = self.registry.since(job_id)
-        return added if added is not None else self.joblog.since(job_id)
+        """When the job was added (CLI) or first seen (config): earlier occurrences are not owed."""
+        if job_id not in self.since_cache:
+            added = self.registry.since(job_id)
+            self.since_cache[job_id] = added if added is not None else self.joblog.since(job_id)
+        return self.since_cache[job_id]
 
-    def tick(self, now: float) -> None:
-        """Create what is due, expire what can no longer happen, notice offline nodes."""
-        for execution in schedule.scheduled(self.jobs, self.since, self.joblog.known, now,
-                                            self.tz, self.config.grace_s):
+    def _known(self, execution_id: str) -> bool:
+        if execution_id in self.known_ids:
+            return True
+        if self.joblog.known(execution_id):
+            self.known_ids.add(execution_id)
+            return True
+        return False
+
+    def _schedule(self, jobs: tuple[JobConfig, ...], now: float) -> None:
+        for execution in schedule.scheduled(jobs, self.since, self._known, now, self.tz,
+                                            self.config.grace_s):
             if self.joblog.add(execution):
                 level = logging.INFO if execution.status == "pending" else logging.WARNING
                 log.log(level, "job %s on %s: %s", execution.id, execution.node, execution.status)
                 self.changed = True
+            self.known_ids.add(execution.id)
+
+    def tick(self, now: float) -> None:
+        """Create what is due, expire what can no longer happen, notice offline nodes."""
+        self._schedule(self.jobs, now)
         for execution in schedule.expired(list(self.joblog.open.values()), now,
                                           self.config.grace_s):
             self.joblog.update(execution)
@@ -180,6 +197,8 @@ class NodeService:
         self._seen(hwid, now)
         node = self.registry.get(hwid)
         assert node is not None
+        # A job due now goes out in this very poll, not after the next tick.
+        self._schedule(tuple(j for j in self.jobs if j.node == node.name), now)
         out = []
         mine = [e for e in self.joblog.open.values() if e.node == node.name]
         for execution in schedule.deliverable(mine, now, self.config.grace_s):
@@ -300,6 +319,7 @@ class NodeService:
             raise ValidationError(f"job {job_id!r} is in the config file: remove it there", "id")
         if not self.registry.remove_job(job_id):
             raise NotFound(f"no job {job_id!r}", "id")
+        self.since_cache.pop(job_id, None)
         self.reload_jobs()
 
     def job_list(self) -> list[dict[str, Any]]:
