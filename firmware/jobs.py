@@ -14,8 +14,9 @@ class Job:
 
 
 class Runner:
-    def __init__(self, caps, path=DONE_FILE):
+    def __init__(self, caps, path=DONE_FILE, finished=None):
         self.caps = caps
+        self.finished = finished  # an asyncio.Event set when a result waits to be reported
         self.path = path
         self.done = self._load()  # id → result record (or "started")
         self.order = sorted(self.done, key=lambda i: self.done[i].get("n", 0))
@@ -81,6 +82,8 @@ class Runner:
         self._record(id_, {"status": status, "result": result})
         if id_ not in self.unacked:
             self.unacked.append(id_)
+        if self.finished is not None:
+            self.finished.set()
 
     def abort_all(self, why):
         for job in self.running.values():

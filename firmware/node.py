@@ -23,7 +23,8 @@ class Node:
         self.hal = hal
         self.caps = capabilities.Capabilities(hal, config.get("capabilities") or {})
         self.link = transport.Link(config["pi_url"], config["hwid"])
-        self.runner = jobs.Runner(self.caps)
+        self.finished = asyncio.Event()
+        self.runner = jobs.Runner(self.caps, finished=self.finished)
         self.poll_s = config.get("poll_s", 2)
         self.report_s = config.get("report_s", 30)
         # No good answer from the Pi for this long: every actuator to its safe value.
@@ -82,6 +83,7 @@ class Node:
 
     async def cycle(self):
         """One poll (jobs in), and a report when there are results or readings are due."""
+        self.finished.clear()  # set again by a job finishing from here on: see pause()
         answer = await self.link.call("poll", {"running": list(self.runner.running)})
         self.poll_s = answer.get("poll_s", self.poll_s)
         self.runner.accept(answer.get("jobs") or [], self.spawn)
@@ -122,7 +124,14 @@ class Node:
                     print("cannot reach the Pi:", exc)
             self.heap_peak = max(self.heap_peak, gc.mem_alloc())  # a cycle's garbage included
             gc.collect()
-            await asyncio.sleep(wait)
+            await self.pause(wait)
+
+    async def pause(self, seconds):
+        """Until the next poll, or sooner when a job finished: its result goes out at once."""
+        try:
+            await asyncio.wait_for(self.finished.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     def heap_stats(self):
         import micropython
