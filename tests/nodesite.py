@@ -147,9 +147,9 @@ class Board:
         self.site, self.folder, self.hwid, self.code = site, folder, hwid, code
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, heap: str = HEAP) -> None:
         with (self.folder / "node.log").open("ab") as out:
-            self.proc = subprocess.Popen([micropython(), "-X", f"heapsize={HEAP}", "main.py"],
+            self.proc = subprocess.Popen([micropython(), "-X", f"heapsize={heap}", "main.py"],
                                          cwd=self.folder, stdout=out, stderr=subprocess.STDOUT)
         self.site.nodes.append(self.proc)
 

@@ -205,13 +205,11 @@ async def bench(site: NodeSite, seconds: float) -> dict[str, Any]:
 
 async def smallest_heap(site: NodeSite, board: Board) -> dict[str, bool]:
     """The approved board restarted with smaller heaps: does it keep polling?"""
-    import tests.nodesite as ns
     out = {}
     for kb in HEAPS_KB:
         board.stop()
         log_size = len(board.log())
-        ns.HEAP = f"{kb}k"
-        board.start()
+        board.start(heap=f"{kb}k")
         first = site.entry("mp-node")
         before = first.last_seen if first else None
         await asyncio.sleep(HEAP_TRIAL_S)
@@ -219,7 +217,6 @@ async def smallest_heap(site: NodeSite, board: Board) -> dict[str, bool]:
         fresh = board.log()[log_size:]
         out[str(kb)] = bool(entry and entry.last_seen != before and "MemoryError" not in fresh
                             and board.proc is not None and board.proc.poll() is None)
-    ns.HEAP = "100k"
     board.stop()
     return out
 
