@@ -14,19 +14,21 @@ class Hal:
         self._out = {}
         self._ds = {}
 
-    def connect(self):
+    def connect(self, wait=True):
+        """Join the Wi-Fi; ``wait=False`` (a retry while running) never blocks the loop."""
         import network
         wifi = self.config.get("wifi") or {}
         sta = network.WLAN(network.STA_IF)
         sta.active(True)
-        if not sta.isconnected():
-            sta.connect(wifi.get("ssid", ""), wifi.get("password", ""))
-            start = time.ticks_ms()
-            while not sta.isconnected():
-                if time.ticks_diff(time.ticks_ms(), start) > WIFI_TIMEOUT_MS:
-                    return False
-                time.sleep_ms(200)
-        return True
+        if sta.isconnected():
+            return True
+        sta.connect(wifi.get("ssid", ""), wifi.get("password", ""))
+        start = time.ticks_ms()
+        while wait and not sta.isconnected():
+            if time.ticks_diff(time.ticks_ms(), start) > WIFI_TIMEOUT_MS:
+                return False
+            time.sleep_ms(200)
+        return sta.isconnected()
 
     def write(self, pin, value):
         out = self._out.get(pin)

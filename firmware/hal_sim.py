@@ -18,7 +18,7 @@ class Hal:
         self.events = []
         self.heap = {}
 
-    def connect(self):
+    def connect(self, wait=True):
         return True
 
     def write(self, pin, value):

@@ -15,6 +15,9 @@ FIRMWARE = "edgepair-node/0.1.0"
 # again within this.
 MAX_BACKOFF_S = 30
 WATCHDOG_MS = 100
+# Failed polls in a row before the Wi-Fi is asked to join again (it reconnects by itself
+# after most drops).
+WIFI_RETRY_EVERY = 5
 
 
 class Node:
@@ -79,6 +82,8 @@ class Node:
                 failures += 1
                 wait = min(2 ** failures, MAX_BACKOFF_S)
                 print("hello failed:", exc)
+                if failures % WIFI_RETRY_EVERY == 0:
+                    self.hal.connect(False)
             await asyncio.sleep(wait)
 
     async def cycle(self):
@@ -122,6 +127,8 @@ class Node:
                 wait = min(self.poll_s * failures, MAX_BACKOFF_S)
                 if failures == 1:
                     print("cannot reach the Pi:", exc)
+                if failures % WIFI_RETRY_EVERY == 0:
+                    self.hal.connect(False)
             self.heap_peak = max(self.heap_peak, gc.mem_alloc())  # a cycle's garbage included
             gc.collect()
             await self.pause(wait)

@@ -10,6 +10,9 @@ import pytest
 
 from handshake.auth import sign
 from pi.nodes import wire
+from pi.nodes.config import NodesConfig
+from pi.nodes.daemon import build_app
+from pi.nodes.openapi import NODES_OPENAPI
 from tests.nodesite import NodeSite, PyNode, cli, until
 
 
@@ -97,3 +100,12 @@ async def test_the_admin_endpoints_need_the_pi_key(site: NodeSite) -> None:
             paths = (await r.json())["paths"]
         assert f"{wire.PREFIX}/hello" in paths
         assert f"{wire.PREFIX}/{{hwid}}/report" in paths
+
+
+def test_the_openapi_document_names_every_node_route() -> None:
+    app = build_app(object(), NodesConfig(), b"k" * 32)  # type: ignore[arg-type]  # routes only
+    routes = {(r.method.lower(), r.resource.canonical) for r in app.router.routes()
+              if r.resource is not None and "/admin/" not in r.resource.canonical
+              and r.method != "HEAD"}
+    documented = {(m, p) for p, ops in NODES_OPENAPI["paths"].items() for m in ops}
+    assert routes - {("get", "/api/v1/nodes/openapi.json")} == documented

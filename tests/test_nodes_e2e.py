@@ -82,7 +82,7 @@ async def test_a_board_pairs_runs_a_job_and_its_follow_up_and_reports_readings(
     # Blinds down for 1 s, and as the follow-up, up again 0.5 s after.
     code, _, err = await cli(site, "job", "add", "down", "--node", "living-blinds",
                              "--capability", "motor", "--param", "direction=down",
-                             "--param", "duration_s=1", "--at", at(2.5))
+                             "--param", "duration_s=1", "--at", at(4))
     assert code == 0, err
     code, _, err = await cli(site, "job", "add", "up", "--node", "living-blinds",
                              "--capability", "motor", "--param", "direction=up",
@@ -109,7 +109,7 @@ async def test_the_pi_killed_mid_job_stops_the_motor_and_the_job_never_runs_twic
     await until(lambda: site.entry("blinds-2").state == "online")
     code, _, err = await cli(site, "job", "add", "down", "--node", "b2", "--capability",
                              "motor", "--param", "direction=down", "--param", "duration_s=20",
-                             "--at", at(2))
+                             "--at", at(3.5))
     assert code == 0, err
     await until(lambda: board.pin(MOTOR_DOWN) == 1, what="the motor running")
     assert site.stop(signal.SIGKILL) == -signal.SIGKILL
