@@ -102,15 +102,18 @@ async def test_a_board_pairs_runs_a_job_and_its_follow_up_and_reports_readings(
 async def test_the_pi_killed_mid_job_stops_the_motor_and_the_job_never_runs_twice(
         site: NodeSite) -> None:
     await site.start()
-    board = site.bundle("blinds-2", "motor:max_s=30")
+    board = site.bundle("blinds-2", "motor:max_s=30", "temperature")
+    board.inputs(onewire={"4": 20.0})
     board.start()
     await until(lambda: site.entry("blinds-2"))
     assert (await cli(site, "approve", "blinds-2", "--code", board.code, "--name", "b2"))[0] == 0
-    await until(lambda: site.entry("blinds-2").state == "online")
-    code, _, err = await cli(site, "job", "add", "down", "--node", "b2", "--capability",
+    await until(lambda: "temperature" in site.entry("blinds-2").readings)
+    # A reading trigger: the blinds go down (for 20 s) when it is colder than 18 °C.
+    code, _, err = await cli(site, "job", "add", "cold", "--node", "b2", "--capability",
                              "motor", "--param", "direction=down", "--param", "duration_s=20",
-                             "--at", at(3.5))
+                             "--reading", "temperature", "--below", "18")
     assert code == 0, err
+    board.inputs(onewire={"4": 17.5})
     await until(lambda: board.pin(MOTOR_DOWN) == 1, what="the motor running")
     assert site.stop(signal.SIGKILL) == -signal.SIGKILL
     # lost_after_s = 1.5: the node stops its motor on its own, long before the 20 s.
@@ -120,8 +123,10 @@ async def test_the_pi_killed_mid_job_stops_the_motor_and_the_job_never_runs_twic
                        timeout=10, what="the result after the restart")
     assert done[0][0] == "failed"
     assert "lost the Pi" in (done[0][1] or "")
-    # Re-delivered after the restart (still open then), it was only reported again.
+    # Re-delivered after the restart (still open then), it was only reported again; the
+    # reading, still below, does not fire it again (a threshold fires on the crossing).
     await until(lambda: site.entry("blinds-2").state == "online")
+    assert len(executions(site)) == 1
     assert pin_events(board.state(), MOTOR_DOWN) == [0, 1, 0]
 
 
