@@ -93,10 +93,12 @@ class JobLog:
         self.update(updated)
         return updated
 
-    def finish(self, id_: str, status: str, result: Any, now: float) -> Execution | None:
-        """Record a node's result; None when the execution is unknown or already final."""
+    def finish(self, id_: str, status: str, result: Any, now: float, *,
+               node: str) -> Execution | None:
+        """Record ``node``'s result; None when the execution is unknown, already final or
+        another node's (a node cannot close what it was not sent)."""
         execution = self.open.get(id_)
-        if execution is None:
+        if execution is None or execution.node != node:
             return None
         final = replace(execution, status=status, result=result, done_at=now)
         self.update(final)

@@ -19,6 +19,7 @@ import msgspec
 
 from handshake.documents import NodeEntry, NodeNextJob, NodeReading, NodesDocument
 from handshake.errors import AuthError, ValidationError
+from handshake.util.quietlog import RateLimitedLog
 from handshake.util.timeutil import iso
 from pi.nodes import jobs as schedule
 from pi.nodes import wire
@@ -27,6 +28,8 @@ from pi.nodes.joblog import JobLog
 from pi.nodes.registry import Node, Registry
 
 log = logging.getLogger(__name__)
+# Anyone on the LAN can say hello as any node: a line a minute per node, not one a hello.
+_spoof_log = RateLimitedLog(log, interval_s=60.0)
 
 
 def action_words(capability: str, params: dict[str, Any]) -> str:
@@ -55,6 +58,7 @@ class Live:
     """What the daemon knows of a node between restarts only (never written to the card)."""
 
     last_seen: float | None = None
+    online: bool = False
     readings: dict[str, tuple[Any, str | None, float]] = field(default_factory=dict)
 
 
@@ -139,10 +143,12 @@ class NodeService:
             if now - pending.last_seen > max(self.config.offline_after_s, 600):
                 del self.pending[hwid]
                 self.changed = True
-        for live in self.live.values():
-            if live.last_seen is not None and now - live.last_seen > self.config.offline_after_s \
-                    and now - live.last_seen - self.config.offline_after_s < 2 * self.config.poll_s:
-                self.changed = True  # it just went offline
+        for hwid, live in self.live.items():
+            if live.online and self.state_of(hwid, now) == "offline":
+                live.online = False
+                self.changed = True
+                log.warning("node %s offline: no poll for %g s", self._name(hwid),
+                            self.config.offline_after_s)
 
     # -- the node endpoints ---------------------------------------------------------------------
 
@@ -155,8 +161,8 @@ class NodeService:
             self._update_declared(node, hello)
             return {**answer, "state": "approved", "key": node.wrapped}
         if node is not None:
-            log.warning("hello from %s claiming approved node %s with another pairing code: "
-                        "ignored", remote, hello.hwid)
+            _spoof_log.warning(hello.hwid, "hello from %s claiming approved node %s with "
+                               "another pairing code: ignored", remote, hello.hwid)
             return {**answer, "state": "pending"}
         known = self.pending.get(hello.hwid)
         if known is None:
@@ -187,8 +193,9 @@ class NodeService:
 
     def _seen(self, hwid: str, now: float) -> Live:
         live = self.live.setdefault(hwid, Live())
-        if live.last_seen is None or now - live.last_seen > self.config.offline_after_s:
-            self.changed = True  # back online
+        if not live.online:
+            live.online = True
+            self.changed = True
             log.info("node %s online", self._name(hwid))
         live.last_seen = now
         return live
@@ -216,7 +223,8 @@ class NodeService:
         ack = []
         for result in report.results:
             ack.append(result.id)
-            final = self.joblog.finish(result.id, result.status, result.result, now)
+            final = self.joblog.finish(result.id, result.status, result.result, now,
+                                       node=node.name)
             if final is None:
                 continue  # already final (a re-report) or not ours: acknowledged, no change
             self.changed = True

@@ -20,6 +20,7 @@ from pi.nodes.config import CAPABILITIES
 PREFIX = "/api/v1/nodes"
 HWID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{2,47}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+READING_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 KEY_BYTES = 32
 # What a node may claim: a few capabilities, a few readings, short strings.
 MAX_READINGS = 16
@@ -78,6 +79,10 @@ def parse(data: dict[str, Any], kind: type[msgspec.Struct]) -> Any:
     if isinstance(message, Report):
         if len(message.readings) > MAX_READINGS:
             raise ValidationError(f"expected at most {MAX_READINGS} readings", "readings")
+        bad = next((k for k in message.readings if not READING_RE.match(k)), None)
+        if bad is not None:
+            raise ValidationError(f"expected a reading name of 1-32 letters, digits, '_', '.' "
+                                  f"or '-', got {bad[:40]!r}", "readings")
         for result in message.results:
             if result.status not in ("done", "failed"):
                 raise ValidationError(f"expected done or failed, got {result.status!r}",
