@@ -4,6 +4,7 @@ import time
 import machine
 
 WIFI_TIMEOUT_MS = 20000
+DS18B20_CONVERSION_MS = 750
 
 
 class Hal:
@@ -46,6 +47,8 @@ class Hal:
         return adc.read_u16()
 
     def temperature(self, pin):
+        """The last DS18B20 reading; a new conversion runs between two calls (750 ms at
+        12 bits), so reading never blocks the loop that stops the motor."""
         import ds18x20
         import onewire
         sensor = self._ds.get(pin)
@@ -54,11 +57,19 @@ class Hal:
             roms = bus.scan()
             if not roms:
                 return None
-            sensor = self._ds[pin] = (bus, roms[0])
-        bus, rom = sensor
-        bus.convert_temp()
-        time.sleep_ms(750)  # DS18B20 12-bit conversion time
-        return bus.read_temp(rom)
+            sensor = self._ds[pin] = [bus, roms[0], None, None]  # bus, rom, started, value
+        bus, rom, started, value = sensor
+        now = time.ticks_ms()
+        if started is not None and time.ticks_diff(now, started) >= DS18B20_CONVERSION_MS:
+            try:
+                value = sensor[3] = bus.read_temp(rom)
+            except Exception:  # a loose wire: no reading this time, never a crash
+                value = sensor[3] = None
+            started = None
+        if started is None:
+            bus.convert_temp()
+            sensor[2] = now
+        return value
 
     def stats(self, heap):
         pass

@@ -88,3 +88,15 @@ async def test_flash_refuses_unknown_capabilities_and_settings(site: NodeSite) -
         assert code == 1, spec
         assert expected in err, err
     assert not (site.root / "b").exists()
+
+
+async def test_the_cli_says_when_the_daemon_is_down_or_not_configured(site: NodeSite) -> None:
+    code, _, err = await cli(site, "list")
+    assert code == 1
+    assert f"the node daemon does not answer at {site.url}" in err
+    assert "edgepair pi run node" in err
+    text = site.config.read_text()
+    site.config.write_text(text[:text.index("[nodes]")])
+    code, _, err = await cli(site, "list")
+    assert code == 2
+    assert "[nodes]: section missing" in err
