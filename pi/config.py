@@ -25,6 +25,7 @@ from handshake.util.schema import (
 from handshake.util.secrets import Secrets, load_secrets
 from handshake.util.weekly import WakeTime as WakeTime  # noqa: PLC0414 (re-exported: it lived here)
 from handshake.util.weekly import parse_days as parse_days  # noqa: PLC0414
+from pi.backup.config import BackupConfig
 from pi.control.config import ControlConfig
 from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
@@ -146,6 +147,13 @@ class ScheduleSection(Section, frozen=True, kw_only=True):
     timezone: Annotated[TimeZone | None, Meta(description="default: the Pi's local zone")] = None
 
 
+class ShareSection(Section, frozen=True, kw_only=True):
+    """The standalone SMB share (scripts/samba/edgepair-share.conf): always there, on the Pi
+    itself, whether the host sleeps or not. No daemon owns it; pi.json shows its free space."""
+
+    dir: Annotated[Path, Meta(description="the shared folder")] = Path("/smb/share")
+
+
 class PiConfig(Section, frozen=True, kw_only=True):
     """The whole Pi file; the optional sections configure the daemons that own them."""
 
@@ -162,6 +170,8 @@ class PiConfig(Section, frozen=True, kw_only=True):
     pihole: PiholeStatsConfig | None = None
     nodes: NodesConfig | None = None
     usage: UsageConfig = UsageConfig()
+    share: ShareSection | None = None
+    backup: BackupConfig | None = None
     file: Path = msgspec.field(default=Path("pi.toml"), name="_file")  # set by load()
 
     @property
@@ -177,6 +187,15 @@ class PiConfig(Section, frozen=True, kw_only=True):
             yield ("wake_on_demand.dns", f"expected dns.backend = \"builtin\" (only the "
                    f"built-in responder sees the queries; Pi-hole forwards the zone to it), "
                    f"got dns.backend = \"{self.dns.backend}\"")
+
+    def shares(self) -> dict[str, Path]:
+        """The SMB folders on the Pi whose free space pi.json shows, by share name."""
+        out = {}
+        if self.inbox is not None:
+            out["inbox"] = self.inbox.dir
+        if self.share is not None:
+            out["share"] = self.share.dir
+        return out
 
     def daemons(self) -> tuple[str, ...]:
         """The daemons this file configures: api always, the others when their section exists."""
