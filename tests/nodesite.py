@@ -89,7 +89,7 @@ offline_after_s = {offline_after_s}
 lost_after_s = {lost_after_s}
 grace_s = {grace_s}
 hello_per_min = {hello_per_min}
-publish_interval_s = 5
+publish_interval_s = 1
 {extra}
 """)
         self.daemon: subprocess.Popen[bytes] | None = None

@@ -59,6 +59,8 @@ HELLO_BURST = 3
 WATCHDOG_LOOPS = ("node",)
 # The scheduling tick: a due job waits at most this plus one poll.
 MAX_TICK_S = 1.0
+# A moving number in nodes.json is at most this old (the card is written less often).
+READINGS_PUBLISH_S = 10.0
 # The connection guard: 20 nodes and a CLI, each with at most a few connections.
 MAX_CONNECTIONS = 256
 MAX_CLIENT_CONNECTIONS = 16
@@ -282,7 +284,12 @@ async def _loop(config: PiConfig, service: NodeService, kick: Callable[[str], No
     while True:
         now = time.time()
         service.tick(now)
-        if service.changed or now - published >= nodes.publish_interval_s:
+        # State changes at once; numbers that move (temperatures) at most every
+        # READINGS_PUBLISH_S; and the whole file every publish_interval_s regardless.
+        due = now - published >= nodes.publish_interval_s or (
+            service.readings_changed and now - published >= min(READINGS_PUBLISH_S,
+                                                                nodes.publish_interval_s))
+        if service.changed or due:
             document = service.document(now)
             await asyncio.to_thread(documents.try_publish, path, document, quiet)
             published = now

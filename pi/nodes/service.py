@@ -71,6 +71,8 @@ class NodeService:
         self.pending: dict[str, Pending] = {}
         self.live: dict[str, Live] = {}
         self.changed = True  # nodes.json is out of date
+        # Only numeric readings moved: nodes.json waits for its period (SD card writes).
+        self.readings_changed = False
         self.jobs: tuple[JobConfig, ...] = ()
         self.invalid: dict[str, str] = {}
         self.known_ids: set[str] = set()  # executions in the log (saves a query a tick)
@@ -200,10 +202,15 @@ class NodeService:
         live.last_seen = now
         return live
 
-    def poll(self, hwid: str, now: float) -> dict[str, Any]:
-        self._seen(hwid, now)
+    def _approved(self, hwid: str) -> Node:
         node = self.registry.get(hwid)
-        assert node is not None
+        if node is None:  # removed while its request was on its way
+            raise AuthError("unknown or removed node (pair it again)")
+        return node
+
+    def poll(self, hwid: str, now: float) -> dict[str, Any]:
+        node = self._approved(hwid)
+        self._seen(hwid, now)
         # A job due now goes out in this very poll, not after the next tick.
         self._schedule(tuple(j for j in self.jobs if j.node == node.name), now)
         out = []
@@ -217,9 +224,8 @@ class NodeService:
         return {"now": now, "poll_s": self.config.poll_s, "jobs": out}
 
     def report(self, hwid: str, report: wire.Report, now: float) -> dict[str, Any]:
+        node = self._approved(hwid)
         live = self._seen(hwid, now)
-        node = self.registry.get(hwid)
-        assert node is not None
         ack = []
         for result in report.results:
             ack.append(result.id)
@@ -235,8 +241,10 @@ class NodeService:
                 log.info("follow-up %s due %s", follow.id, iso(follow.due))
         for name, reading in report.readings.items():
             before = live.readings.get(name)
-            if before is None or before[0] != reading.value:
-                self.changed = True
+            if before is None or (isinstance(reading.value, bool) and before[0] != reading.value):
+                self.changed = True  # a first reading, a door opening: at once
+            elif before[0] != reading.value:
+                self.readings_changed = True  # a number that moves: with the next publish
             live.readings[name] = (reading.value, reading.unit, now)
             if isinstance(reading.value, bool) or before is None \
                     or isinstance(before[0], bool):
@@ -379,6 +387,6 @@ class NodeService:
 
     def document(self, now: float | None = None) -> NodesDocument:
         now = time.time() if now is None else now
-        self.changed = False
+        self.changed = self.readings_changed = False
         return NodesDocument(generated_at=iso(now) or "", interval_s=self.config.publish_interval_s,
                              nodes=list(self.entries(now)))
