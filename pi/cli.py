@@ -36,6 +36,7 @@ DAEMONS = {
     "power": "pi.power.daemon",
     "inbox": "pi.inbox.daemon",
     "control": "pi.control.daemon",
+    "node": "pi.nodes.daemon",
 }
 
 
