@@ -200,10 +200,18 @@ def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq
     if verdict.reason is not None:
         log.warning("planner: %s", verdict.reason)
     until = data.start + timedelta(seconds=len(verdict.commands) * SLOT_S)
+    expected = verdict.expected
     slots = [PlanSlot(start=_iso(data.start + timedelta(seconds=t * SLOT_S)),
                       battery_mode=c.mode, power_w=c.power_w, soc_target=c.soc_target,
                       export_cap_w=c.export_cap_w,
-                      loads={name: on[t] for name, on in data.loads.items()})
+                      loads={name: on[t] for name, on in data.loads.items()},
+                      # what the Pi's energy audit prices and compares what happened with
+                      forecast={"import_eur_kwh": data.price[t],
+                                "export_eur_kwh": data.export_price[t],
+                                "pv_w": round(data.pv_w[t], 1), "load_w": round(data.load_w[t], 1),
+                                "battery_w": round(expected.battery_w[t], 1),
+                                "grid_w": round(expected.grid_w[t], 1),
+                                "soc_pct": round(expected.soc_pct[t + 1], 2)})
              for t, c in enumerate(verdict.commands)]
     optimizer: dict[str, Any] = {
         "status": verdict.status, "solver": "dp", "soc_step_pct": planner.soc_step_pct,
@@ -216,6 +224,9 @@ def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq
         "savings_eur": round(verdict.savings_eur, 4),
         "optimum_eur": round(solution.cost, 4),
         "planned_cost_eur": round(verdict.planned_eur, 4),
+        # the audit on the Pi simulates doing nothing with these, as check() did
+        "battery": {"capacity_wh": b.capacity_wh, "round_trip_efficiency": b.round_trip_efficiency},
+        "stored_value_eur_kwh": dp.terminal_price(problem),
     }
     if verdict.reason is not None:
         optimizer["reason"] = verdict.reason
