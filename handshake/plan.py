@@ -46,9 +46,9 @@ from handshake.errors import ValidationError
 from handshake.modes import BATTERY_MODES, Command, HardLimits
 from handshake.util.timeutil import iso, parse_iso
 
-__all__ = ["BATTERY_MODES", "FORECAST_KEYS", "LIMIT_KEYS", "MAX_HORIZON_S", "OPTIMIZER_STATUSES", "SCHEMA", "SLOT_S",
-           "UNBOUNDED", "Command", "HardLimits", "Limits", "Plan", "PlanDocument", "PlanSlot",
-           "Slot", "validate"]
+__all__ = ["BATTERY_MODES", "FORECAST_KEYS", "LIMIT_KEYS", "MAX_HORIZON_S", "OPTIMIZER_STATUSES",
+           "SCHEMA", "SLOT_S", "UNBOUNDED", "Command", "HardLimits", "Limits", "Plan",
+           "PlanDocument", "PlanSlot", "Slot", "validate"]
 
 SCHEMA = "edgepair.plan/1"
 # One slot of a plan: the quarter hour of the day-ahead and intraday markets.

@@ -32,6 +32,7 @@ IMPLAUSIBLE = "implausible_telemetry"
 VERIFY_FAILED, EXTERNAL_OVERRIDE, HARD_LIMIT = "verify_failed", "external_override", "hard_limit"
 WRITE_BUDGET, NOT_COMMISSIONED = "write_budget", "not_commissioned"
 STARTING, STOPPED = "starting", "stopped"
+MANUAL = "manual_override"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,8 @@ class Telemetry:
     soc_pct: float
     battery_w: float
     grid_w: float
+    pv_w: float | None = None  # optional telemetry (the energy history), not decided on
+    load_w: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

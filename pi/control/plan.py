@@ -26,8 +26,8 @@ from handshake.plan import (
 from pi.control.config import Limits
 from pi.control.profile import Profile
 
-__all__ = ["BATTERY_MODES", "FORECAST_KEYS", "LIMIT_KEYS", "MAX_HORIZON_S", "MAX_ID_LEN", "OPTIMIZER_STATUSES",
-           "PLAN_FILE", "SCHEMA", "SLOT_S", "Plan", "Slot", "validate"]
+__all__ = ["BATTERY_MODES", "FORECAST_KEYS", "LIMIT_KEYS", "MAX_HORIZON_S", "MAX_ID_LEN",
+           "OPTIMIZER_STATUSES", "PLAN_FILE", "SCHEMA", "SLOT_S", "Plan", "Slot", "validate"]
 
 # The accepted plan under state_dir/private/: written by the api daemon, read by control.
 PLAN_FILE = "plan.json"
