@@ -88,7 +88,7 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 executor.override = load_override(private / OVERRIDE_FILE, clock())
             await executor.tick()
             kick("control")
-            recorder.note(executor, clock())
+            recorder.note(executor, clock(), loop.time())
             await publisher.publish(executor)
             await recorder.maybe_commit(loop.time(), clock())
             with contextlib.suppress(TimeoutError):

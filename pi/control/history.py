@@ -84,7 +84,7 @@ class NewerSchema(Exception):
 class Tick:
     """One control tick; it covers the ``dt`` ms before ``ts`` (ms since the epoch)."""
 
-    ts: int
+    ts: int  # its minute is (ts - 1) // 60000: the tick ends at ts
     dt: int
     soc: int | None  # 0.1 %
     battery_w: int | None  # + charging
@@ -212,23 +212,25 @@ class EnergyHistory:
         db.executemany("INSERT OR REPLACE INTO raw VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        [(t.ts, t.dt, t.soc, t.battery_w, t.grid_w, t.pv_w, t.load_w, t.mode,
                          t.writes) for t in ticks])
-        lo = min(t.ts for t in ticks) // MS_PER_MINUTE
-        hi = max(t.ts for t in ticks) // MS_PER_MINUTE
+        lo = (min(t.ts for t in ticks) - 1) // MS_PER_MINUTE
+        hi = (max(t.ts for t in ticks) - 1) // MS_PER_MINUTE
         # Energies in J: W × ms / 1000, rounded once per minute.
         db.execute(
-            "INSERT OR REPLACE INTO minute SELECT ts / 60000, sum(dt), "
+            "INSERT OR REPLACE INTO minute SELECT (ts - 1) / 60000, sum(dt), "
             "(sum(max(coalesce(grid, 0), 0) * dt) + 500) / 1000, "
             "(sum(max(-coalesce(grid, 0), 0) * dt) + 500) / 1000, "
             "(sum(max(coalesce(bat, 0), 0) * dt) + 500) / 1000, "
             "(sum(max(-coalesce(bat, 0), 0) * dt) + 500) / 1000, "
             "(sum(coalesce(pv, 0) * dt) + 500) / 1000, (sum(coalesce(load, 0) * dt) + 500) / 1000, "
-            "(SELECT r.soc FROM raw r WHERE r.ts / 60000 = raw.ts / 60000 AND r.soc IS NOT NULL "
+            "(SELECT r.soc FROM raw r WHERE (r.ts - 1) / 60000 = (raw.ts - 1) / 60000 "
+            " AND r.soc IS NOT NULL "
             " ORDER BY r.ts DESC LIMIT 1), "
-            "(SELECT r.mode FROM raw r WHERE r.ts / 60000 = raw.ts / 60000 ORDER BY r.ts DESC "
+            "(SELECT r.mode FROM raw r WHERE (r.ts - 1) / 60000 = (raw.ts - 1) / 60000 "
+            " ORDER BY r.ts DESC "
             " LIMIT 1), sum(writes) "
-            "FROM raw WHERE ts >= ? AND ts < ? GROUP BY ts / 60000",
+            "FROM raw WHERE ts > ? AND ts <= ? GROUP BY (ts - 1) / 60000",
             (lo * MS_PER_MINUTE, (hi + 1) * MS_PER_MINUTE))
-        days = sorted({self.calendar.day_ms(t.ts) for t in ticks})
+        days = sorted({self.calendar.day_ms(t.ts - 1) for t in ticks})
         for day in days:
             self._store_day(day)
 
@@ -331,7 +333,7 @@ class EnergyHistory:
     def grid_integral_j(self, first_ms: int, end_ms: int) -> float:
         """Σ grid W × dt over the raw ticks (J): what the audit's totals must add up to."""
         (value,) = self.db.execute("SELECT coalesce(sum(grid * dt), 0) FROM raw "
-                                   "WHERE ts >= ? AND ts < ?", (first_ms, end_ms)).fetchone()
+                                   "WHERE ts > ? AND ts <= ?", (first_ms, end_ms)).fetchone()
         return float(value) / 1000
 
 

@@ -9,7 +9,7 @@ import logging
 import math
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -20,13 +20,15 @@ from pi.control import energy
 from pi.control.apply import FOLLOWING
 from pi.control.audit import SlotPlan
 from pi.control.executor import Executor
-from pi.control.history import EnergyHistory, PlanInfo, Tick, mode_code
+from pi.control.history import MS_PER_MINUTE, SLOT_S, EnergyHistory, PlanInfo, Tick, mode_code
+from pi.control.plan import Plan, Slot
 
 log = logging.getLogger(__name__)
 
 ENERGY_JSON = "energy.json"
 # A tick after a longer gap (a restart, a hung device) covers one nominal tick, not the gap.
 MAX_GAP_TICKS = 3
+MAX_GAP_S = 60.0
 # Ticks kept in memory while the database fails (a day at a 5 s tick).
 PENDING_LIMIT = 20_000
 
@@ -46,6 +48,8 @@ class Recorder:
         self.commits = 0
         self._writes = 0
         self._last_ts: int | None = None
+        self._last_loop: float | None = None
+        self._noted: tuple[str, int] | None = None  # the last slot noted: (plan id, start)
         self._next_commit: float | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="energy-db")
 
@@ -61,15 +65,24 @@ class Recorder:
             return
         self._last_ts = self.history.last_ts
 
-    def note(self, executor: Executor, now: datetime) -> None:
-        """Queue this tick's telemetry, mode and writes (and the slot in force)."""
+    def note(self, executor: Executor, now: datetime, loop_time: float) -> None:
+        """Queue this tick's telemetry, mode and writes (and the slot in force).
+
+        A tick covers the time since the one before, unless the loop was away longer than
+        MAX_GAP_S (a hung device, a suspended Pi): then one nominal tick, a gap stays a gap.
+        """
         ts = round(now.timestamp() * 1000)
         if self._last_ts is not None and ts <= self._last_ts:
             return  # the clock went back
-        gap = None if self._last_ts is None else ts - self._last_ts
-        dt = gap if gap is not None and gap <= MAX_GAP_TICKS * self.tick_s * 1000 else \
-            round(self.tick_s * 1000)
-        self._last_ts = ts
+        gap = None if self._last_ts is None or self._last_loop is None else ts - self._last_ts
+        away = None if self._last_loop is None else loop_time - self._last_loop
+        if gap is None or away is None:
+            dt = round(self.tick_s * 1000)
+        elif away <= max(MAX_GAP_TICKS * self.tick_s, MAX_GAP_S):
+            dt = gap
+        else:  # one nominal tick, at the clock's rate
+            dt = round(self.tick_s * 1000 * gap / 1000 / max(away, 1e-9))
+        self._last_ts, self._last_loop = ts, loop_time
         t = executor.telemetry
         pv = load = None
         if t is not None:
@@ -82,11 +95,21 @@ class Recorder:
         mode = decision.battery_mode if executor.mode == FOLLOWING and decision is not None \
             and decision.battery_mode else executor.mode
         writes, self._writes = executor.writes - self._writes, executor.writes
-        self.ticks.append(Tick(ts, dt, None if t is None else round(t.soc_pct * 10),
-                               None if t is None else round(t.battery_w),
-                               None if t is None else round(t.grid_w),
-                               None if pv is None else round(pv), None if load is None else round(load),
-                               mode_code(mode, executor.override_active(now)), writes))
+        values = (None if t is None else round(t.soc_pct * 10),
+                  None if t is None else round(t.battery_w), None if t is None else round(t.grid_w),
+                  None if pv is None else round(pv), None if load is None else round(load),
+                  mode_code(mode, executor.override_active(now)))
+        # Split at minute boundaries: each minute (and so each slot and day) gets the energy
+        # of its own part of the tick, however long the tick was.
+        end = ts
+        while True:
+            boundary = (end - 1) // MS_PER_MINUTE * MS_PER_MINUTE
+            if end - dt >= boundary:
+                self.ticks.append(Tick(end, dt, *values, writes))
+                break
+            self.ticks.append(Tick(end, end - boundary, *values, writes))
+            dt -= end - boundary
+            end, writes = boundary, 0
         if len(self.ticks) > PENDING_LIMIT:
             del self.ticks[0]
         self._note_plan(executor, now)
@@ -99,6 +122,19 @@ class Recorder:
         start = int(slot.start.timestamp())
         if start in self.slots and self.slots[start].plan_id == plan.id:
             return
+        # Slots of this plan no tick fell into (a slow device) were in force all the same.
+        previous = self._noted
+        self._noted = (plan.id, start)
+        if previous is not None and previous[0] == plan.id and previous[1] < start:
+            for missed in range(previous[1] + SLOT_S, start, SLOT_S):
+                at = datetime.fromtimestamp(missed, UTC)
+                skipped = plan.slot_at(at)
+                if skipped is not None:
+                    self._note_slot(plan, skipped)
+        self._note_slot(plan, slot)
+
+    def _note_slot(self, plan: Plan, slot: Slot) -> None:
+        start = int(slot.start.timestamp())
         if plan.id not in self.plans:
             savings = plan.optimizer.get("savings_eur")
             self.plans[plan.id] = PlanInfo(plan.id, plan.seq, int(plan.valid_from.timestamp()),
