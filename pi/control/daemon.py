@@ -41,8 +41,7 @@ WATCHDOG_LOOPS = ("control",)
 BASELINE_FILE = "control-baseline.json"
 BASELINE_SCHEMA = "edgepair.control-baseline/1"
 WRITES_FILE = "control-writes.json"
-# A manual override: written by the api daemon (POST /api/v1/control/override), read here.
-OVERRIDE_FILE = "override.json"
+OVERRIDE_FILE = plans.OVERRIDE_FILE
 # control.json is rewritten at once when something that matters changes, else this often
 # (stale past documents.stale_after of this: the dashboard and pi.json say so).
 PUBLISH_INTERVAL_S = 30.0
