@@ -84,9 +84,7 @@ async def _run(config: host_config.HostConfig, planner: PlannerConfig,
         print(describe(document, tz))
     if args.dry_run:
         return EXIT_OK
-    answer = await push(config, planner, document)
-    atomic.write_json(state_path, {"last_seq": document["seq"], "pushed_at": iso(utcnow()),
-                                   "id": document["id"]})
+    answer = await push_and_remember(config, planner, document)
     if not args.json:
         print(f"pushed to {config.pi.url}: {'unchanged' if answer.get('unchanged') else 'accepted'} "
               f"(seq {document['seq']})")
@@ -324,6 +322,27 @@ async def push(config: host_config.HostConfig, planner: PlannerConfig,
             retried: dict[str, Any] = await client.request_with_retry(
                 "PUT", "/api/v1/plan", document, deadline_s=planner.push_deadline_s)
             return retried
+
+
+async def push_and_remember(config: host_config.HostConfig, planner: PlannerConfig,
+                            document: dict[str, Any]) -> dict[str, Any]:
+    """Push the plan and remember its seq (the next run's goes above it)."""
+    answer = await push(config, planner, document)
+    atomic.write_json(config.host.state_dir / STATE_FILE,
+                      {"last_seq": document["seq"], "pushed_at": iso(utcnow()), "id": document["id"]})
+    return answer
+
+
+async def plan_and_push(config: host_config.HostConfig, planner: PlannerConfig,
+                        now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """"Replan now" (the host agent): inputs, the Pi's SoC, the DP, pushed; (plan, Pi's answer)."""
+    data = await gather_inputs(planner, now, _tz(planner))
+    soc, soc_source = await pi_soc(config.pi.url, now), "pi"
+    if soc is None:
+        soc, soc_source = planner.initial_soc_pct, "config"
+    document = build(planner, data, soc, soc_source,
+                     next_seq(config.host.state_dir / STATE_FILE, now), now)
+    return document, await push_and_remember(config, planner, document)
 
 
 def next_seq(path: Path, now: datetime) -> int:
