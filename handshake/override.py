@@ -74,7 +74,12 @@ def check(body: Any, limits: HardLimits, now: datetime, source: str = "api") -> 
     mode = body.get("mode")
     if not isinstance(mode, str) or mode not in MODES:
         raise ValidationError(f"expected one of {', '.join(MODES)}, got {mode!r}", "mode")
-    if mode == AUTO:
+    if mode == AUTO:  # takes nothing (an until is read, not needed)
+        for key in ("power_w", "target_soc"):
+            if body.get(key) is not None:
+                raise ValidationError("not allowed with mode auto (it ends the override)", key)
+        if body.get("until") is not None:
+            _time(body["until"])
         return None
     until = _until(body.get("until"), now)
     _named_limits(body, mode, limits)
@@ -99,18 +104,22 @@ def check(body: Any, limits: HardLimits, now: datetime, source: str = "api") -> 
 def _until(value: Any, now: datetime) -> datetime:
     if value is None:
         raise ValidationError("required: an override always ends (at most 24 h from now)", "until")
-    try:
-        if not isinstance(value, str):
-            raise ValueError("expected an ISO 8601 string")
-        until = parse_iso(value)
-    except ValueError as exc:
-        raise ValidationError(f"expected a UTC time like 2026-01-01T13:00:00Z ({exc}), "
-                              f"got {value!r}", "until") from None
+    until = _time(value)
     if until <= now:
         raise ValidationError(f"{iso(until)} is not in the future", "until")
     if (until - now).total_seconds() > MAX_S:
         raise ValidationError(f"{iso(until)} is more than {MAX_S // 3600} h from now", "until")
     return until
+
+
+def _time(value: Any) -> datetime:
+    try:
+        if not isinstance(value, str):
+            raise ValueError("expected an ISO 8601 string")
+        return parse_iso(value)
+    except ValueError as exc:
+        raise ValidationError(f"expected a UTC time like 2026-01-01T13:00:00Z ({exc}), "
+                              f"got {value!r}", "until") from None
 
 
 def _named_limits(body: Mapping[str, Any], mode: str, limits: HardLimits) -> None:
