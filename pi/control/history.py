@@ -4,7 +4,8 @@ slots and daily totals; ``energy.json`` is built from it.
 Batched like the power history: the daemon queues ticks and commits them at most once per
 ``[control] history_commit_s`` in one transaction (the raw ticks, the minutes they touch
 recomputed from what is stored, the slots that closed audited, the days touched, retention).
-Units are integers where sums must be exact: W, ms, SoC in 0.1 %, minute energies in J.
+Units are integers where sums must be exact: W, ms, SoC in 0.1 %; minutes store energy in
+10 J and durations in 100 ms (small rows: a year stays under 30 MB) and read back in J and ms.
 Synchronous: the daemon runs it in its own database thread. Retention: ticks 14 days,
 minutes and slots ~400 days, days forever.
 """
@@ -41,18 +42,21 @@ OVERRIDE_FLAG = 16  # added to the mode code while a manual override is in force
 _SLOT_PLAN_FIELDS = [f.name for f in dataclasses.fields(SlotPlan)]
 _AUDIT_FIELDS = ["import_j", "export_j", "pv_j", "load_j", "soc_start", "soc_end", "cost",
                  "base_import_j", "base_export_j", "base_cost", "base_end_wh", "saving"]
+# Rowid tables keyed by their INTEGER PRIMARY KEY: the key costs no bytes in the row, and
+# appends fill pages (a year of minutes stays small).
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS raw (ts INTEGER PRIMARY KEY, dt INTEGER NOT NULL, soc INTEGER,
                                 bat INTEGER, grid INTEGER, pv INTEGER, load INTEGER,
-                                mode INTEGER NOT NULL, writes INTEGER NOT NULL) WITHOUT ROWID;
+                                mode INTEGER NOT NULL, writes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS minute (minute INTEGER PRIMARY KEY, dt INTEGER NOT NULL,
                                    imp INTEGER NOT NULL, exp INTEGER NOT NULL,
                                    chg INTEGER NOT NULL, dis INTEGER NOT NULL,
                                    pv INTEGER NOT NULL, load INTEGER NOT NULL, soc INTEGER,
-                                   mode INTEGER NOT NULL, writes INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS slot (start INTEGER PRIMARY KEY, {', '.join(_SLOT_PLAN_FIELDS[1:])},
+                                   mode INTEGER NOT NULL, writes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS slot (start INTEGER PRIMARY KEY, plan_id TEXT, mode TEXT,
+                                 {', '.join(f + ' REAL' for f in _SLOT_PLAN_FIELDS[3:])},
                                  audited INTEGER NOT NULL DEFAULT 0,
-                                 {', '.join(_AUDIT_FIELDS)}) WITHOUT ROWID;
+                                 {', '.join(f + ' REAL' for f in _AUDIT_FIELDS)});
 CREATE TABLE IF NOT EXISTS plan (id TEXT PRIMARY KEY, seq INTEGER, valid_from INTEGER,
                                  valid_until INTEGER, savings_eur REAL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS daily (day TEXT PRIMARY KEY, dt INTEGER NOT NULL,
@@ -214,14 +218,16 @@ class EnergyHistory:
                          t.writes) for t in ticks])
         lo = (min(t.ts for t in ticks) - 1) // MS_PER_MINUTE
         hi = (max(t.ts for t in ticks) - 1) // MS_PER_MINUTE
-        # Energies in J: W × ms / 1000, rounded once per minute.
+        # Stored small (a year of minutes stays small): energies in 10 J (W × ms / 10 000),
+        # durations in 100 ms, rounded once per minute; read back in J and ms.
         db.execute(
-            "INSERT OR REPLACE INTO minute SELECT (ts - 1) / 60000, sum(dt), "
-            "(sum(max(coalesce(grid, 0), 0) * dt) + 500) / 1000, "
-            "(sum(max(-coalesce(grid, 0), 0) * dt) + 500) / 1000, "
-            "(sum(max(coalesce(bat, 0), 0) * dt) + 500) / 1000, "
-            "(sum(max(-coalesce(bat, 0), 0) * dt) + 500) / 1000, "
-            "(sum(coalesce(pv, 0) * dt) + 500) / 1000, (sum(coalesce(load, 0) * dt) + 500) / 1000, "
+            "INSERT OR REPLACE INTO minute SELECT (ts - 1) / 60000, (sum(dt) + 50) / 100, "
+            "(sum(max(coalesce(grid, 0), 0) * dt) + 5000) / 10000, "
+            "(sum(max(-coalesce(grid, 0), 0) * dt) + 5000) / 10000, "
+            "(sum(max(coalesce(bat, 0), 0) * dt) + 5000) / 10000, "
+            "(sum(max(-coalesce(bat, 0), 0) * dt) + 5000) / 10000, "
+            "(sum(coalesce(pv, 0) * dt) + 5000) / 10000, "
+            "(sum(coalesce(load, 0) * dt) + 5000) / 10000, "
             "(SELECT r.soc FROM raw r WHERE (r.ts - 1) / 60000 = (raw.ts - 1) / 60000 "
             " AND r.soc IS NOT NULL "
             " ORDER BY r.ts DESC LIMIT 1), "
@@ -262,7 +268,7 @@ class EnergyHistory:
             db.execute(_AUDITED,
                        (measured.import_j, measured.export_j, measured.pv_j, measured.load_j,
                         measured.soc_start, measured.soc_end, result.cost_eur,
-                        result.baseline_import_j, result.baseline_export_j,
+                        _whole(result.baseline_import_j), _whole(result.baseline_export_j),
                         result.baseline_cost_eur, result.baseline_end_wh, result.saving_eur,
                         plan.start))
             days.add(self.calendar.day(plan.start))
@@ -281,8 +287,9 @@ class EnergyHistory:
         first, end = start // 60, (start + SLOT_S) // 60
         db = self.db
         dt, imp, exp, pv, load = db.execute(
-            "SELECT coalesce(sum(dt), 0), coalesce(sum(imp), 0), coalesce(sum(exp), 0), "
-            "coalesce(sum(pv), 0), coalesce(sum(load), 0) FROM minute "
+            "SELECT coalesce(sum(dt), 0) * 100, coalesce(sum(imp), 0) * 10, "
+            "coalesce(sum(exp), 0) * 10, coalesce(sum(pv), 0) * 10, coalesce(sum(load), 0) * 10 "
+            "FROM minute "
             "WHERE minute >= ? AND minute < ?", (first, end)).fetchone()
         before = db.execute("SELECT soc FROM raw WHERE ts <= ? AND ts > ? AND soc IS NOT NULL "
                             "ORDER BY ts DESC LIMIT 1", (start * 1000, (start - 120) * 1000)).fetchone()
@@ -304,19 +311,25 @@ class EnergyHistory:
 
     def minutes(self, first: int, end: int) -> list[tuple[int, ...]]:
         """(minute, dt, imp, exp, chg, dis, pv, load, soc, mode, writes) for ``first <= minute < end``."""
-        return self.db.execute("SELECT * FROM minute WHERE minute >= ? AND minute < ? "
-                               "ORDER BY minute", (first, end)).fetchall()
+        return self.db.execute("SELECT minute, dt * 100, imp * 10, exp * 10, chg * 10, dis * 10, "
+                               "pv * 10, load * 10, soc, mode, writes FROM minute "
+                               "WHERE minute >= ? AND minute < ? ORDER BY minute",
+                               (first, end)).fetchall()
 
     def days(self, first: date, last: date) -> list[tuple[Any, ...]]:
         """(day, dt, imp, exp, chg, dis, pv, load, writes, slots, cost, base_cost, saving)."""
-        return self.db.execute("SELECT * FROM daily WHERE day BETWEEN ? AND ? ORDER BY day",
+        return self.db.execute("SELECT day, dt * 100, imp * 10, exp * 10, chg * 10, dis * 10, "
+                               "pv * 10, load * 10, writes, slots, cost, base_cost, saving "
+                               "FROM daily WHERE day BETWEEN ? AND ? ORDER BY day",
                                (first.isoformat(), last.isoformat())).fetchall()
 
     def plan(self, plan_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
             "SELECT p.seq, p.valid_from, p.valid_until, p.savings_eur, "
-            "(SELECT count(*) FROM slot WHERE plan_id = p.id AND audited), "
-            "(SELECT sum(saving) FROM slot WHERE plan_id = p.id AND audited) "
+            "(SELECT count(*) FROM slot WHERE start >= p.valid_from AND start < p.valid_until "
+            " AND plan_id = p.id AND audited), "
+            "(SELECT sum(saving) FROM slot WHERE start >= p.valid_from AND start < p.valid_until "
+            " AND plan_id = p.id AND audited) "
             "FROM plan p WHERE id = ?", (plan_id,)).fetchone()
         if row is None:
             return None
@@ -335,6 +348,10 @@ class EnergyHistory:
         (value,) = self.db.execute("SELECT coalesce(sum(grid * dt), 0) FROM raw "
                                    "WHERE ts > ? AND ts <= ?", (first_ms, end_ms)).fetchone()
         return float(value) / 1000
+
+
+def _whole(value: float | None) -> int | None:
+    return None if value is None else round(value)
 
 
 def day_range(calendar: Calendar, day: date) -> tuple[int, int]:

@@ -145,8 +145,9 @@ class Recorder:
         f, lim = slot.forecast, plan.limits
         self.slots[start] = SlotPlan(
             start, plan.id, slot.battery_mode, slot.power_w, slot.soc_target,
-            f.get("import_eur_kwh"), f.get("export_eur_kwh"), f.get("pv_w"), f.get("load_w"),
-            f.get("battery_w"), f.get("grid_w"), f.get("soc_pct"),
+            f.get("import_eur_kwh"), f.get("export_eur_kwh"), _watts(f.get("pv_w")),
+            _watts(f.get("load_w")), _watts(f.get("battery_w")), _watts(f.get("grid_w")),
+            f.get("soc_pct"),
             _positive(battery.get("capacity_wh")) if isinstance(battery, dict) else None,
             _positive(battery.get("round_trip_efficiency")) if isinstance(battery, dict) else None,
             float(value) if _number(value) else None,
@@ -200,6 +201,11 @@ class Recorder:
 
 def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _watts(value: float | None) -> float | None:
+    """A forecast power to the watt (stored as a small integer)."""
+    return None if value is None else float(round(value))
 
 
 def _positive(value: Any) -> float | None:
