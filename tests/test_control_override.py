@@ -136,15 +136,15 @@ async def test_every_mode_limits_expiry_restart_and_the_cli(tmp_path: Path,
         proc = spawn("pi", "run", "api", "control", "--config", str(config_path), log=log)
         await until("the override again after a restart",
                     lambda: registers(mode=inv.CHARGE, charge_w=1000), proc, log)
-        assert status(state)["reason"] == "manual_override"
+        await until("control.json shows it again", reason_is("manual_override"), proc, log)
 
         # It ends by itself: back to the plan.
         await post(url, {"mode": "discharge", "until": later(1.5), "power_w": 800})
         await until("discharging by hand", lambda: registers(mode=inv.DISCHARGE), proc, log)
         await until("the plan after the override expired",
                     lambda: registers(mode=inv.HOLD), proc, log, timeout=10)
+        await until("control.json shows the plan", reason_is("following"), proc, log)
         assert status(state)["override"] is None
-        assert status(state)["reason"] == "following"
 
         # The CLI signs and sends the same request; a refusal is said and exits 1.
         cli = [sys.executable, "-m", "handshake", "control", "override"]
