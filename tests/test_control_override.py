@@ -156,7 +156,11 @@ async def test_every_mode_limits_expiry_restart_and_the_cli(tmp_path: Path,
         assert "charge at 1200 W to 85 %" in done.stdout
         await until("charging from the CLI", lambda: registers(mode=inv.CHARGE, charge_w=1200),
                     proc, log)
-        assert status(state)["override"]["source"] == "cli"
+
+        async def from_cli() -> bool:
+            return (status(state).get("override") or {}).get("source") == "cli"
+
+        await until("control.json shows the CLI's override", from_cli, proc, log)
         bad = await asyncio.to_thread(subprocess.run, [*cli, "discharge", "--until", "2h",
                                       "--power-w", "99999", "--config", str(config_path)],
                                       cwd=ROOT, capture_output=True, text=True, check=False)
