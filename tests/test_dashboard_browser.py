@@ -233,6 +233,8 @@ def test_values_from_the_files_appear_in_their_cards(tab: Tab, pi_site: PiSite) 
     assert t("#card-control .headline") == "following the plan"  # its slot is shown below
     assert t("#card-control [data-fact=writes] dd") == "14 of 200"
     assert t("#card-control [data-fact=saving] dd") == "0.42 EUR"
+    assert t("#card-control [data-fact=override] dd").startswith("battery charge at 2.50 kW to 80 % until ")
+    assert t("#card-control [data-fact=override] dd").endswith(" (by host)")
     assert t("#card-control [data-fact=slot] dd").endswith(
         "battery charge at 2.50 kW to 80 %, feed-in ≤ 0.0 W")
     assert t("#card-control [data-fact=readback] dd") == "battery 54 % · charging 2.48 kW · exporting 320.0 W"
