@@ -8,6 +8,7 @@ import {
   absentWords, ago, duration, freshness, pollDelayS, wakeAnswer, wakeView,
 } from "./core.js";
 import { FETCH_TIMEOUT_MS, Source } from "./source.js";
+import { renderEnergy } from "./energy.js";
 import { renderUsage } from "./usage.js";
 
 const TICK_MS = 1000;
@@ -16,14 +17,15 @@ const FIRST_DRAW_WAIT_MS = 500;
 const RENDERERS = {
   host: renderHost, power: renderPower, inbox: renderInbox, pihole: renderPihole,
   pi: renderPi, control: renderControl, received: renderReceived, sent: renderSent,
-  usage: renderUsage,
+  usage: renderUsage, energy: renderEnergy,
 };
 const WRITERS = {
   host: "the api daemon", pi: "the api daemon", pihole: "the api daemon", usage: "the api daemon",
   power: "the power daemon", inbox: "the inbox daemon", control: "the control daemon",
+  energy: "the control daemon",
 };
 // Cards on the Pi's files; host mode adds the host's own.
-const PI_CARDS = ["host", "usage", "power", "inbox", "control", "pihole", "pi"];
+const PI_CARDS = ["host", "usage", "power", "inbox", "control", "energy", "pihole", "pi"];
 // Cards whose charts are drawn at their body's width.
 const CHART_CARDS = ["power", "usage"];
 const HOST_CARDS = { received: "inbox-received", sent: "snapshot-sent" };
