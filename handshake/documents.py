@@ -282,6 +282,17 @@ class ControlDocument(Document, frozen=True, kw_only=True, tag="edgepair.control
     writes_today: int | None = None
     write_budget: int | None = None
     profile: str | None = None
+    override: dict[str, Any] | None = None  # a manual override in force, with its expiry
+
+
+class EnergyDocument(Document, frozen=True, kw_only=True, tag="edgepair.energy/1"):
+    """energy.json (control): today per 15-min slot (planned vs actual, cost, the no-plan
+    baseline, the realised saving), 30 days of totals, the plan's forecast vs realised saving."""
+
+    slot_s: int = 900
+    today: dict[str, Any] = {}
+    days: list[dict[str, Any]] = []
+    plan: dict[str, Any] | None = None
 
 
 # -- the host's own public files (its dashboard) ----------------------------------------------
@@ -344,7 +355,8 @@ FILES: dict[type[Document], str] = {
     HostDocument: "host.json", SnapshotDocument: "snapshot.json", PiDocument: "pi.json",
     PiholeDocument: "pihole.json", UsageDocument: "usage.json", PowerDocument: "power.json",
     InboxDocument: "inbox.json",
-    ControlDocument: "control.json", SnapshotSentDocument: "snapshot-sent.json",
+    ControlDocument: "control.json", EnergyDocument: "energy.json",
+    SnapshotSentDocument: "snapshot-sent.json",
     InboxReceivedDocument: "inbox-received.json", NodesDocument: "nodes.json",
 }
 

@@ -7,7 +7,9 @@
  "optimizer": {"status": "optimal", …},
  "slots": [{"start": ISO, "battery_mode": "normal|hold|charge|discharge|limit_export",
             "power_w": W|null, "soc_target": %|null, "export_cap_w": W (optional),
-            "loads": {"boiler": true}}, …]}
+            "loads": {"boiler": true},
+            "forecast": {"import_eur_kwh": …, "export_eur_kwh": …, "pv_w": …, "load_w": …,
+                         "battery_w": …, "grid_w": …, "soc_pct": …}}, …]}   (optional)
 ```
 The modes and their parameters are ``handshake.modes`` (the table there): ``power_w`` is the
 charge power of ``charge``, the discharge power of ``discharge`` and an optional discharge
@@ -16,6 +18,13 @@ cap of ``normal``/``limit_export``; ``soc_target`` is where ``charge`` stops (re
 vocabulary (normal/hold/charge, no export_cap_w) are the same documents as before.
 ``optimizer.savings_eur`` is what the host expects the plan to save against doing nothing.
 A load a slot does not name stays in its safe state.
+
+``forecast`` (optional, every key optional) is what the host planned the slot on: the prices
+in force (EUR/kWh), the PV and load forecasts (W), and the planned battery power (+ charging),
+grid power (+ import) and SoC at the slot's end. The Pi never acts on it: its energy audit
+prices what really happened with it and compares. ``optimizer.battery`` (``capacity_wh``,
+``round_trip_efficiency``) and ``optimizer.stored_value_eur_kwh`` (what energy left in the
+battery is worth) let the audit simulate the no-plan baseline as the planner did.
 
 The host builds a ``PlanDocument`` and checks it with ``validate(doc, UNBOUNDED, None)``; the
 Pi validates what it receives against its own hard limits and configured loads.
@@ -37,9 +46,9 @@ from handshake.errors import ValidationError
 from handshake.modes import BATTERY_MODES, Command, HardLimits
 from handshake.util.timeutil import iso, parse_iso
 
-__all__ = ["BATTERY_MODES", "LIMIT_KEYS", "MAX_HORIZON_S", "OPTIMIZER_STATUSES", "SCHEMA", "SLOT_S",
-           "UNBOUNDED", "Command", "HardLimits", "Limits", "Plan", "PlanDocument", "PlanSlot",
-           "Slot", "validate"]
+__all__ = ["BATTERY_MODES", "FORECAST_KEYS", "LIMIT_KEYS", "MAX_HORIZON_S", "OPTIMIZER_STATUSES",
+           "SCHEMA", "SLOT_S", "UNBOUNDED", "Command", "HardLimits", "Limits", "Plan",
+           "PlanDocument", "PlanSlot", "Slot", "validate"]
 
 SCHEMA = "edgepair.plan/1"
 # One slot of a plan: the quarter hour of the day-ahead and intraday markets.
@@ -51,7 +60,13 @@ MAX_ID_LEN = 80
 LIMIT_KEYS = ("max_charge_w", "max_discharge_w", "soc_min_pct", "soc_max_pct", "grid_import_max_w")
 _TOP_KEYS = {"schema", "id", "seq", "generated_at", "valid_from", "valid_until", "slot_s",
              "limits", "optimizer", "slots"}
-_SLOT_KEYS = {"start", "battery_mode", "power_w", "soc_target", "export_cap_w", "loads"}
+_SLOT_KEYS = {"start", "battery_mode", "power_w", "soc_target", "export_cap_w", "loads",
+              "forecast"}
+# A slot's forecast: key → (lowest, highest) accepted value.
+FORECAST_KEYS: Mapping[str, tuple[float, float]] = {
+    "import_eur_kwh": (-100.0, 100.0), "export_eur_kwh": (-100.0, 100.0),
+    "pv_w": (0.0, 1e6), "load_w": (0.0, 1e6), "battery_w": (-1e6, 1e6), "grid_w": (-1e6, 1e6),
+    "soc_pct": (0.0, 100.0)}
 
 
 L = TypeVar("L", bound=HardLimits)
@@ -81,6 +96,7 @@ class PlanSlot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     soc_target: float | None
     export_cap_w: float | None = None
     loads: dict[str, bool] = {}
+    forecast: dict[str, float] = {}
 
 
 class PlanDocument(msgspec.Struct, frozen=True, kw_only=True, tag_field="schema", tag=SCHEMA):
@@ -113,6 +129,7 @@ class Slot:
     soc_target: float | None = None
     loads: Mapping[str, bool] = field(default_factory=dict)
     export_cap_w: float | None = None
+    forecast: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def command(self) -> Command:
@@ -290,4 +307,28 @@ def _slot(raw: Any, i: int, start: datetime, limits: HardLimits,
             raise ValidationError(f"expected true or false, got {on!r}", f"{path}.loads.{name}")
     return Slot(start=start, end=start + timedelta(seconds=SLOT_S), battery_mode=command.mode,
                 power_w=command.power_w, soc_target=command.soc_target, loads=dict(switches),
-                export_cap_w=command.export_cap_w)
+                export_cap_w=command.export_cap_w, forecast=_forecast(raw.get("forecast"), path))
+
+
+def _forecast(raw: Any, path: str) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValidationError("expected an object", f"{path}.forecast")
+    out = {}
+    for key, value in raw.items():
+        if key not in FORECAST_KEYS:
+            raise ValidationError(f"unknown forecast (expected {', '.join(FORECAST_KEYS)})",
+                                  f"{path}.forecast.{key}")
+        if value is not None:
+            lo, hi = FORECAST_KEYS[key]
+            out[key] = _bounded(value, f"{path}.forecast.{key}", lo, hi)
+    return out
+
+
+def _bounded(value: Any, path: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError(f"expected a number, got {value!r}", path)
+    if not lo <= value <= hi:
+        raise ValidationError(f"expected {lo:g} ≤ value ≤ {hi:g}, got {value:g}", path)
+    return float(value)

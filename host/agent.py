@@ -22,6 +22,7 @@ from handshake.errors import FatalError
 from handshake.guard import Guard, GuardedSite
 from handshake.http import add_frontend, make_app
 from handshake.replay import NonceStore
+from host import control
 from host.backup import receiver as backup_receiver
 from host.config import HostConfig
 from host.idle import loop as idle_loop
@@ -66,6 +67,7 @@ def build_app(config: HostConfig, *, boot_id: str | None = None,
     })
     receiver.add_routes(app, config)
     backup_receiver.add_routes(app, config.backup, config.host.state_dir)
+    control.add_routes(app, config)  # manual override forwarded to the Pi, replan now
     app[PUBLIC_DIR_KEY] = config.public_dir
     add_route(app, "GET", "/data/{name}", public_file, {
         "operationId": "getPublicFile",

@@ -1,27 +1,31 @@
-"""``edgepair host run|notify|plan`` and the host's side of ``wake``, ``status`` and
+"""``edgepair host run|notify|plan|control`` and the host's side of ``wake``, ``status`` and
 ``check-config``: the host side of the command line."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 
 from handshake import clientcmd
+from handshake.client import HandshakeClient
 from handshake.errors import EdgepairError
 from handshake.messages import REASONS, Reason
 from handshake.util.cliexit import EXIT_FAILED, EXIT_OK, report
 from handshake.util.sdnotify import Notifier, Watchdog
 from handshake.util.secrets import load_secrets
-from handshake.util.timeutil import parse_iso
+from handshake.util.timeutil import parse_iso, utcnow
+from handshake.util.urls import local_url
 from host import config as host_config
+from host import control
 from host.agent import TICK_S, run
 from host.backup import cli as backup_cli
 from host.idle import cli as idle_cli
@@ -30,6 +34,8 @@ from host.notify import notify, shutdown_reason
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+# Fetching the inputs and solving a day takes seconds; a slow price source longer.
+REPLAN_TIMEOUT_S = 120.0
 
 
 def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
@@ -58,12 +64,33 @@ def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
             return idle_cli.sleep(config, args.dry_run)
         if args.command == "backups":
             return backup_cli.backups(config, verify=args.verify, as_json=args.json)
+        if args.command == "control":
+            return _control(config, args)
         if args.command in ("wake", "status"):
             command = clientcmd.wake if args.command == "wake" else clientcmd.status
             return command(config.pi.url, config.secrets().handshake_key, args.json)
         return _notify(config, args)
     except EdgepairError as exc:
         return report(exc)
+
+
+def _control(config: host_config.HostConfig, args: argparse.Namespace) -> int:
+    """Through the host agent (it signs and forwards to the Pi; it runs the planner)."""
+    agent = local_url(config.host.listen)
+    if args.control_command == "replan":
+        async def go() -> Any:
+            async with HandshakeClient(agent, None, timeout_s=REPLAN_TIMEOUT_S) as client:
+                return await client.request("POST", control.REPLAN_PATH, signed=False)
+
+        answer = asyncio.run(go())
+        if args.json:
+            print(json.dumps(answer, indent=2))
+        else:
+            print(f"plan {answer['id']} ({answer['status']}, expected saving "
+                  f"{answer['savings_eur']} EUR) pushed to the Pi")
+        return EXIT_OK
+    body = clientcmd.override_body(args.mode, args.until, args.target_soc, args.power_w, utcnow())
+    return clientcmd.override(agent, None, control.OVERRIDE_PATH, body, args.json)
 
 
 def _run(config: host_config.HostConfig, on_ready: Callable[[], object] | None,
@@ -129,6 +156,13 @@ def _parser() -> argparse.ArgumentParser:
     backups.add_argument("--verify", action="store_true",
                          help="hash every archive again and compare with its .sha256 file")
     backups.add_argument("--json", action="store_true", help="print them as JSON")
+    ctl = sub.add_parser("control", help="energy control by hand, through the agent")
+    ctl_sub = ctl.add_subparsers(dest="control_command", required=True, metavar="COMMAND")
+    clientcmd.add_override_arguments(ctl_sub, "override the Pi's plan until a time (the agent "
+                                              "signs and forwards it; auto ends it)")
+    replan = ctl_sub.add_parser("replan", parents=[common],
+                                help="run the planner now and push its plan to the Pi")
+    replan.add_argument("--json", action="store_true", help="print the answer as JSON")
     check = sub.add_parser("check-config", help="validate a host config file and its secrets")
     check.add_argument("file", type=Path)
     check.add_argument("--side", choices=["host"], help=argparse.SUPPRESS)

@@ -31,7 +31,7 @@ from pi import pihole_stats, pistats, replan
 from pi import state as sm
 from pi.backup.service import BackupService
 from pi.config import PiConfig
-from pi.control import planapi
+from pi.control import overrideapi, planapi
 from pi.demand.service import DemandService
 from pi.dns import QueryWatcher, make_backend
 from pi.heartbeat import HeartbeatProbe
@@ -85,6 +85,7 @@ def build_app(config: PiConfig, controller: HostController, key: bytes,
     app.router.add_get("/metrics", prometheus_metrics)
     app[OPENAPI] = copy.deepcopy(PI_OPENAPI)
     planapi.add_routes(app, config)  # PUT /api/v1/plan and its OpenAPI paths
+    overrideapi.add_routes(app, config)  # POST /api/v1/control/override
     frontend = config.api.frontend_dir
     if frontend is not None and (frontend / "index.html").is_file():
         add_frontend(app, frontend)

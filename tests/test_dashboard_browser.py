@@ -233,6 +233,13 @@ def test_values_from_the_files_appear_in_their_cards(tab: Tab, pi_site: PiSite) 
     assert t("#card-control .headline") == "following the plan"  # its slot is shown below
     assert t("#card-control [data-fact=writes] dd") == "14 of 200"
     assert t("#card-control [data-fact=saving] dd") == "0.42 EUR"
+    assert t("#card-control [data-fact=override] dd").startswith("battery charge at 2.50 kW to 80 % until ")
+    assert t("#card-control [data-fact=override] dd").endswith(" (by host)")
+    assert card(tab, "energy") == "ok", t("#card-energy")
+    assert t("#card-energy [data-field=saving]") == "saved 0.37 EUR today"
+    assert t("#card-energy [data-fact=baseline] dd") == "1.20 EUR"
+    assert t("#card-energy [data-fact=plan] dd") == "forecast 0.42 EUR, realised 0.37 EUR (24 of 64 slots)"
+    assert t("#card-energy [data-fact=self] dd") == "30 %"
     assert t("#card-control [data-fact=slot] dd").endswith(
         "battery charge at 2.50 kW to 80 %, feed-in ≤ 0.0 W")
     assert t("#card-control [data-fact=readback] dd") == "battery 54 % · charging 2.48 kW · exporting 320.0 W"

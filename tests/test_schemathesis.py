@@ -42,6 +42,12 @@ PI_CONFIG = """
 include-path = "/api/v1/plan"
 # valid_from off a slot boundary, valid_until more than 48 h on, slots out of order.
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "409"]
+
+[[operations]]
+include-path = "/api/v1/control/override"
+# until in the past or more than 24 h on, a parameter a mode needs missing, a value past a
+# hard limit: refused with the field or the limit named.
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401"]
 """
 HOST_CONFIG = """
 [[operations]]
@@ -49,16 +55,27 @@ include-path-regex = "^/api/v1/inbox"
 # Control characters, `..` or empty names (400), a name over 255 bytes (414), a file where a
 # folder is needed (409); a batch's broken framing (400).
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "409", "414"]
+
+[[operations]]
+include-path = "/api/v1/control/override"
+# The Pi's own refusals, passed on (this site's Pi has energy control).
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
+
+[[operations]]
+include-path = "/api/v1/control/replan"
+# This site's host has no [planner].
+checks.positive_data_acceptance.expected-statuses = ["409"]
 """
 RUN_TIMEOUT_S = 60
 # What the documents list (their own URL aside, which schemathesis does not test).
 PI_OPERATIONS = {"GET /", "GET /api/v1/health", "GET /api/v1/status", "GET /data/{name}",
                  "GET /metrics",
                  "POST /api/v1/host/coming-online", "POST /api/v1/host/going-offline",
-                 "POST /api/v1/wake", "PUT /api/v1/plan"}
+                 "POST /api/v1/wake", "PUT /api/v1/plan", "POST /api/v1/control/override"}
 HOST_OPERATIONS = {"GET /", "GET /api/v1/dashboard", "GET /api/v1/health", "GET /data/{name}",
                    "POST /api/v1/inbox", "PUT /api/v1/inbox/{path}", "GET /api/v1/backup",
-                   "PUT /api/v1/backup"}
+                   "PUT /api/v1/backup", "POST /api/v1/control/override",
+                   "POST /api/v1/control/replan"}
 
 CONTROL = """
 [control]

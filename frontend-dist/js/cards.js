@@ -241,6 +241,16 @@ function savingWords(plan) {
   return plan.reason ? `${eur} (${plan.reason})` : eur;
 }
 
+/** A manual override in force: what, until when, who set it (control.json "override"). */
+function overrideWords(o, nowMs) {
+  if (!o || typeof o !== "object") return null;
+  const until = parseTime(o.until);
+  const what = o.mode === "safe" ? "safe state" : `battery ${BATTERY_MODE[o.mode] ?? o.mode}`
+    + `${typeof o.power_w === "number" ? ` at ${watts(o.power_w)}` : ""}`
+    + `${typeof o.target_soc === "number" ? ` to ${percent(o.target_soc, 0)}` : ""}`;
+  return `${what}${until ? ` until ${clock(until, nowMs)}` : ""}${o.source ? ` (by ${o.source})` : ""}`;
+}
+
 export function renderControl(body, doc, ctx) {
   const [word, tone] = CONTROL_MODE[doc.mode] ?? [String(doc.mode), "bad"];
   const plan = doc.plan;
@@ -258,6 +268,7 @@ export function renderControl(body, doc, ctx) {
       ["Now", slot ? `${clock(parseTime(slot.start), ctx.now)}–${clock(parseTime(slot.end), ctx.now)}: battery ${BATTERY_MODE[slot.battery_mode] ?? slot.battery_mode}`
         + `${typeof slot.power_w === "number" ? ` at ${watts(slot.power_w)}` : ""}${typeof slot.soc_target === "number" ? ` to ${percent(slot.soc_target, 0)}` : ""}`
         + `${typeof slot.export_cap_w === "number" ? `, feed-in ≤ ${watts(slot.export_cap_w)}` : ""}` : null, "slot"],
+      ["Manual override", overrideWords(doc.override, ctx.now), "override"],
       ["Expected saving", savingWords(plan), "saving"],
       ["Loads", loads.length ? loads.map(([n, on]) => `${n} ${on ? "on" : "off"}`).join(", ") : null, "loads"],
       ["Device", rb ? deviceWords(rb) : null, "readback"],

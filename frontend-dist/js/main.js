@@ -9,6 +9,7 @@ import {
 } from "./core.js";
 import { FETCH_TIMEOUT_MS, Source } from "./source.js";
 import { hasNodes, renderNodes } from "./nodes.js";
+import { renderEnergy } from "./energy.js";
 import { renderUsage } from "./usage.js";
 
 const TICK_MS = 1000;
@@ -17,15 +18,16 @@ const FIRST_DRAW_WAIT_MS = 500;
 const RENDERERS = {
   host: renderHost, power: renderPower, inbox: renderInbox, pihole: renderPihole,
   pi: renderPi, control: renderControl, received: renderReceived, sent: renderSent,
-  usage: renderUsage, nodes: renderNodes,
+  usage: renderUsage, nodes: renderNodes, energy: renderEnergy,
 };
 const WRITERS = {
   host: "the api daemon", pi: "the api daemon", pihole: "the api daemon", usage: "the api daemon",
   power: "the power daemon", inbox: "the inbox daemon", control: "the control daemon",
   nodes: "the node daemon",
+  energy: "the control daemon",
 };
 // Cards on the Pi's files; host mode adds the host's own.
-const PI_CARDS = ["host", "usage", "power", "inbox", "control", "pihole", "nodes", "pi"];
+const PI_CARDS = ["host", "usage", "power", "inbox", "control", "energy", "pihole", "nodes", "pi"];
 // Cards shown only while their file has something in it (no ESP32 nodes: no Nodes card).
 const SHOWN_IF = { nodes: hasNodes };
 // Cards whose charts are drawn at their body's width.

@@ -84,9 +84,7 @@ async def _run(config: host_config.HostConfig, planner: PlannerConfig,
         print(describe(document, tz))
     if args.dry_run:
         return EXIT_OK
-    answer = await push(config, planner, document)
-    atomic.write_json(state_path, {"last_seq": document["seq"], "pushed_at": iso(utcnow()),
-                                   "id": document["id"]})
+    answer = await push_and_remember(config, planner, document)
     if not args.json:
         print(f"pushed to {config.pi.url}: {'unchanged' if answer.get('unchanged') else 'accepted'} "
               f"(seq {document['seq']})")
@@ -200,10 +198,18 @@ def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq
     if verdict.reason is not None:
         log.warning("planner: %s", verdict.reason)
     until = data.start + timedelta(seconds=len(verdict.commands) * SLOT_S)
+    expected = verdict.expected
     slots = [PlanSlot(start=_iso(data.start + timedelta(seconds=t * SLOT_S)),
                       battery_mode=c.mode, power_w=c.power_w, soc_target=c.soc_target,
                       export_cap_w=c.export_cap_w,
-                      loads={name: on[t] for name, on in data.loads.items()})
+                      loads={name: on[t] for name, on in data.loads.items()},
+                      # what the Pi's energy audit prices and compares what happened with
+                      forecast={"import_eur_kwh": data.price[t],
+                                "export_eur_kwh": data.export_price[t],
+                                "pv_w": round(data.pv_w[t], 1), "load_w": round(data.load_w[t], 1),
+                                "battery_w": round(expected.battery_w[t], 1),
+                                "grid_w": round(expected.grid_w[t], 1),
+                                "soc_pct": round(expected.soc_pct[t + 1], 2)})
              for t, c in enumerate(verdict.commands)]
     optimizer: dict[str, Any] = {
         "status": verdict.status, "solver": "dp", "soc_step_pct": planner.soc_step_pct,
@@ -216,6 +222,9 @@ def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq
         "savings_eur": round(verdict.savings_eur, 4),
         "optimum_eur": round(solution.cost, 4),
         "planned_cost_eur": round(verdict.planned_eur, 4),
+        # the audit on the Pi simulates doing nothing with these, as check() did
+        "battery": {"capacity_wh": b.capacity_wh, "round_trip_efficiency": b.round_trip_efficiency},
+        "stored_value_eur_kwh": dp.terminal_price(problem),
     }
     if verdict.reason is not None:
         optimizer["reason"] = verdict.reason
@@ -313,6 +322,27 @@ async def push(config: host_config.HostConfig, planner: PlannerConfig,
             retried: dict[str, Any] = await client.request_with_retry(
                 "PUT", "/api/v1/plan", document, deadline_s=planner.push_deadline_s)
             return retried
+
+
+async def push_and_remember(config: host_config.HostConfig, planner: PlannerConfig,
+                            document: dict[str, Any]) -> dict[str, Any]:
+    """Push the plan and remember its seq (the next run's goes above it)."""
+    answer = await push(config, planner, document)
+    atomic.write_json(config.host.state_dir / STATE_FILE,
+                      {"last_seq": document["seq"], "pushed_at": iso(utcnow()), "id": document["id"]})
+    return answer
+
+
+async def plan_and_push(config: host_config.HostConfig, planner: PlannerConfig,
+                        now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """"Replan now" (the host agent): inputs, the Pi's SoC, the DP, pushed; (plan, Pi's answer)."""
+    data = await gather_inputs(planner, now, _tz(planner))
+    soc, soc_source = await pi_soc(config.pi.url, now), "pi"
+    if soc is None:
+        soc, soc_source = planner.initial_soc_pct, "config"
+    document = build(planner, data, soc, soc_source,
+                     next_seq(config.host.state_dir / STATE_FILE, now), now)
+    return document, await push_and_remember(config, planner, document)
 
 
 def next_seq(path: Path, now: datetime) -> int:

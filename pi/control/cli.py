@@ -1,4 +1,5 @@
-"""``edgepair control commission|profiles``: take the baseline the safe state restores."""
+"""``edgepair control commission|profiles|override``: take the baseline the safe state
+restores; list the profiles; override the plan by hand (signed, through the api daemon)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,20 @@ from typing import Any
 
 import msgspec
 
-from handshake import documents
+from handshake import clientcmd, documents
 from handshake.documents import ControlDocument, DocumentError
 from handshake.errors import ConfigError, EdgepairError
 from handshake.util import atomic
 from handshake.util.cliexit import EXIT_FAILED, EXIT_OK, report
 from handshake.util.timeutil import iso, utcnow
+from handshake.util.urls import local_url
 from pi import config as pi_config
 from pi.control import probe
 from pi.control import profile as profiles
 from pi.control.config import ControlConfig
 from pi.control.daemon import BASELINE_FILE, BASELINE_SCHEMA, make_devices
 from pi.control.executor import control_registers
+from pi.control.overrideapi import PATH as OVERRIDE_PATH
 
 
 def main(argv: list[str]) -> int:
@@ -34,6 +37,16 @@ def main(argv: list[str]) -> int:
             note = " (verify on your unit)" if p.verify_on_unit else ""
             print(f"{name:16} {p.kind:9} {p.description}{note}")
         return EXIT_OK
+    if args.command == "override":
+        try:
+            config = pi_config.load(args.config)
+            body = clientcmd.override_body(args.mode, args.until, args.target_soc, args.power_w,
+                                           utcnow())
+            return clientcmd.override(local_url(config.api.listen),
+                                      config.secrets().handshake_key, OVERRIDE_PATH,
+                                      {**body, "source": "cli"}, args.json)
+        except EdgepairError as exc:
+            return report(exc)
     try:
         config = pi_config.load(args.config)
         control: ControlConfig | None = config.control
@@ -123,4 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true",
                    help="replace an existing baseline / commission while following a plan")
     sub.add_parser("profiles", help="list the shipped device profiles")
+    clientcmd.add_override_arguments(sub, "override the plan by hand until a time (signed, through the "
+                                "api daemon; `auto` ends it)")
     return parser
+

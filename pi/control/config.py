@@ -124,6 +124,9 @@ class ControlConfig(Section, frozen=True, kw_only=True):
     soc_max_pct: Annotated[float, Meta(ge=0, le=100, description="never charge above")] = 100.0
     grid_import_max_w: Annotated[float | None, Meta(ge=0, description="grid import cap")] = None
     loads: Annotated[tuple[LoadConfig, ...], Meta(description="switchable loads")] = ()
+    history_commit_s: Annotated[float, Meta(
+        ge=0.01, le=3600, description="the energy history reaches sqlite at most this often "
+                                      "(SD wear); energy.json follows each commit")] = 60.0
     # Three hours: a host that will not wake at once still has time to push a new plan.
     replan_before_s: Annotated[float, Meta(
         ge=0, le=86400, description="the api daemon wakes the host this long before the "

@@ -12,16 +12,19 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from handshake import documents
+from handshake import override as overrides
 from handshake.documents import ControlDocument
 from handshake.errors import ConfigError, ValidationError
-from handshake.util import atomic
+from handshake.util import atomic, privatefile
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import utcnow
 from pi.config import PiConfig
@@ -29,6 +32,8 @@ from pi.control import plan as plans
 from pi.control.config import ControlConfig
 from pi.control.device import Device, ModbusDevice
 from pi.control.executor import Executor, WriteBudget
+from pi.control.history import DATABASE
+from pi.control.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ WATCHDOG_LOOPS = ("control",)
 BASELINE_FILE = "control-baseline.json"
 BASELINE_SCHEMA = "edgepair.control-baseline/1"
 WRITES_FILE = "control-writes.json"
+OVERRIDE_FILE = plans.OVERRIDE_FILE
 # control.json is rewritten at once when something that matters changes, else this often
 # (stale past documents.stale_after of this: the dashboard and pi.json say so).
 PUBLISH_INTERVAL_S = 30.0
@@ -44,7 +50,8 @@ STOP_DEADLINE_S = 15.0
 
 
 async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
-              kick: Callable[[str], None] = lambda name: None) -> None:
+              kick: Callable[[str], None] = lambda name: None,
+              clock: Callable[[], datetime] = utcnow) -> None:
     """Run until cancelled; the device is left in the safe state."""
     control: ControlConfig | None = config.control
     if control is None:
@@ -57,12 +64,18 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
     private = config.private_dir
     executor = Executor(control, devices, baselines=load_baselines(private, control),
                         budget=WriteBudget(control.write_budget_per_day, private / WRITES_FILE,
-                                           lambda: utcnow().date()),
-                        kick=lambda: kick("control"))
+                                           lambda: clock().date()),
+                        clock=clock, kick=lambda: kick("control"))
     executor.plan = load_plan(private / plans.PLAN_FILE, control)
+    executor.override = load_override(private / OVERRIDE_FILE, clock())
     changed = asyncio.Event()
-    watcher = _watch(private, asyncio.get_running_loop(), changed.set)
-    publisher = Publisher(config.public_dir / "control.json")
+    loop = asyncio.get_running_loop()
+    watcher = _watch(private, loop, changed.set)
+    publisher = Publisher(config.public_dir / "control.json", clock)
+    tz = ZoneInfo(config.schedule.timezone) if config.schedule.timezone else None
+    recorder = Recorder(private / DATABASE, config.public_dir, tick_s=control.tick_s,
+                        commit_s=control.history_commit_s, tz=tz)
+    await recorder.open()
     try:
         ready()
         while True:
@@ -71,9 +84,12 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 changed.clear()
                 executor.plan = load_plan(private / plans.PLAN_FILE, control)
                 executor.baselines = load_baselines(private, control)
+                executor.override = load_override(private / OVERRIDE_FILE, clock())
             await executor.tick()
             kick("control")
+            recorder.note(executor, clock(), loop.time())
             await publisher.publish(executor)
+            await recorder.maybe_commit(loop.time(), clock())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(control.tick_s):
                     await changed.wait()
@@ -89,6 +105,7 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
         finally:
             for device in devices.values():
                 await device.close()
+            await recorder.close(clock())
         log.info("control: stopped in %s (%s)", executor.mode, executor.reason)
 
 
@@ -118,6 +135,15 @@ def load_plan(path: Path, control: ControlConfig) -> plans.Plan | None:
     log.info("control: plan %s (seq %d) loaded: %d slots until %s", plan.id, plan.seq,
              len(plan.slots), doc.get("valid_until"))
     return plan
+
+
+def load_override(path: Path, now: datetime) -> overrides.Override | None:
+    """The stored manual override while it lasts; None when absent, ended or bad (set aside)."""
+    override = privatefile.read(path, overrides.load, log=log)
+    if override is None or not override.active(now):
+        return None
+    log.info("control: %s", override.describe())
+    return override
 
 
 def load_baselines(private: Path, control: ControlConfig | None = None) -> dict[str, dict[str, int]]:
@@ -150,16 +176,18 @@ def load_baselines(private: Path, control: ControlConfig | None = None) -> dict[
 class Publisher:
     """Writes control.json when it matters, at least every PUBLISH_INTERVAL_S."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], datetime] = utcnow) -> None:
         self.path = path
+        self.clock = clock
         self.quiet = QuietLogger(log)
         self.last_key: Any = None
         self.last_at = 0.0
 
     async def publish(self, executor: Executor, force: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        doc = executor.document(utcnow(), PUBLISH_INTERVAL_S)
-        key = (doc["mode"], doc["reason"], doc["detail"], json.dumps(doc["plan"]),
+        doc = executor.document(self.clock(), PUBLISH_INTERVAL_S)
+        key = (doc["mode"], doc["reason"], doc["detail"], json.dumps(doc["override"]),
+               json.dumps(doc["plan"]),
                json.dumps(doc["slot"]), json.dumps(doc["alarms"]), doc["writes_today"])
         if not force and key == self.last_key and loop.time() - self.last_at < PUBLISH_INTERVAL_S:
             return
@@ -169,8 +197,9 @@ class Publisher:
 
 
 def _watch(directory: Path, loop: asyncio.AbstractEventLoop, notify: Callable[[], None]) -> Any:
-    """A watchdog observer that calls ``notify`` (in the loop) when plan or baseline change."""
-    names = {plans.PLAN_FILE, BASELINE_FILE}
+    """A watchdog observer that calls ``notify`` (in the loop) when plan, baseline or
+    override change."""
+    names = {plans.PLAN_FILE, BASELINE_FILE, OVERRIDE_FILE}
     # Not opened/closed_no_write: reading the plan must not look like a change to it.
     kinds = {"created", "modified", "moved", "deleted", "closed"}
 

@@ -33,6 +33,7 @@ VERIFY_FAILED, EXTERNAL_OVERRIDE, HARD_LIMIT = "verify_failed", "external_overri
 WRITE_BUDGET, NOT_COMMISSIONED = "write_budget", "not_commissioned"
 WRONG_DEVICE = "wrong_device"  # the profile's probe: not the device it is for
 STARTING, STOPPED = "starting", "stopped"
+MANUAL = "manual_override"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ class Telemetry:
     soc_pct: float
     battery_w: float
     grid_w: float
+    pv_w: float | None = None  # optional telemetry (the energy history), not decided on
+    load_w: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

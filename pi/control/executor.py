@@ -24,6 +24,8 @@ from typing import Any
 
 import msgspec
 
+from handshake import plan as contract
+from handshake.override import Override
 from handshake.util import atomic, privatefile
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso, utcnow
@@ -105,6 +107,7 @@ class Executor:
         self.registers = control_registers(config)
         self.device_of = {name: key for name, (key, _) in self.registers.items()}
         self.plan: Plan | None = None
+        self.override: Override | None = None  # a manual override (until it expires)
         self.state = d.State()
         self.decision: d.Decision | None = None
         self.mode, self.reason, self.detail = SAFE_UNVERIFIED, d.STARTING, "starting"
@@ -131,13 +134,40 @@ class Executor:
             self._update_alarms(now)
             return
         fault = await self._read_telemetry()
-        decision = d.decide(self.plan, now, self.telemetry, self.state, self.config.load_names, fault)
+        decision = self._decide(now, fault)
         # A device that does not answer keeps no other device from its safe state: the
         # (safe) decision is carried out on every device that answers.
         await self._carry_out(decision, now)
         if fault is not None and fault[0] != d.IMPLAUSIBLE:
             self._set(SAFE_UNVERIFIED, *fault)
         self._update_alarms(now)
+
+    def override_active(self, now: datetime) -> bool:
+        return self.override is not None and self.override.active(now)
+
+    def _decide(self, now: datetime, fault: tuple[str, str] | None) -> d.Decision:
+        """The plan's decision, or a manual override's while it lasts (through the same checks)."""
+        override = self.override if self.override_active(now) else None
+        if override is None:
+            return d.decide(self.plan, now, self.telemetry, self.state, self.config.load_names, fault)
+        command = override.command
+        if command is None:
+            return d.Decision(False, d.MANUAL, override.describe(),
+                              dataclasses.replace(self.state, battery_mode=None))
+        # One slot from when the override was set until it ends: decide() keeps its hysteresis,
+        # its hard-limit strikes and its latches for it as for a plan's slot.
+        span = max(int((override.until - override.set_at).total_seconds()) + 1, 1)
+        slot = contract.Slot(start=override.set_at, end=override.until,
+                             battery_mode=command.mode, power_w=command.power_w,
+                             soc_target=command.soc_target)
+        plan: Plan = contract.Plan(id=f"override@{iso(override.set_at)}", seq=0,
+                                   generated_at=override.set_at, valid_from=override.set_at,
+                                   valid_until=override.until, slots=(slot,),
+                                   limits=self.config.limits, slot_s=span)
+        decision = d.decide(plan, now, self.telemetry, self.state, (), fault)
+        if decision.follow:
+            decision = dataclasses.replace(decision, reason=d.MANUAL, detail=override.describe())
+        return decision
 
     async def stop(self) -> None:
         """Leave every device that answers in the safe state (SIGTERM, shutdown)."""
@@ -195,7 +225,8 @@ class Executor:
             quiet.failure("telemetry", "control: implausible telemetry: %s", exc)
             return self._device_problem
         quiet.success("telemetry", "control: telemetry from %s is back", self.config.address)
-        self.telemetry = d.Telemetry(values["soc_pct"], values["battery_w"], values["grid_w"])
+        self.telemetry = d.Telemetry(values["soc_pct"], values["battery_w"], values["grid_w"],
+                                     values.get("pv_w"), values.get("load_w"))
         return None
 
     async def _carry_out(self, decision: d.Decision, now: datetime) -> None:
@@ -417,6 +448,9 @@ class Executor:
                        for code, a in self.alarms.items()],
             "writes_today": self.budget.writes_today, "write_budget": self.budget.limit,
             "profile": self.config.profile.name,
+            "override": None if not self.override_active(now) or self.override is None else {
+                **{k: v for k, v in self.override.to_json().items() if k != "schema"},
+                "detail": self.override.describe()},
         }
 
 

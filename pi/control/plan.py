@@ -14,6 +14,7 @@ from handshake import plan as contract
 from handshake.errors import ValidationError
 from handshake.plan import (
     BATTERY_MODES,
+    FORECAST_KEYS,
     LIMIT_KEYS,
     MAX_HORIZON_S,
     MAX_ID_LEN,
@@ -25,11 +26,13 @@ from handshake.plan import (
 from pi.control.config import Limits
 from pi.control.profile import Profile
 
-__all__ = ["BATTERY_MODES", "LIMIT_KEYS", "MAX_HORIZON_S", "MAX_ID_LEN", "OPTIMIZER_STATUSES",
-           "PLAN_FILE", "SCHEMA", "SLOT_S", "Plan", "Slot", "validate"]
+__all__ = ["BATTERY_MODES", "FORECAST_KEYS", "LIMIT_KEYS", "MAX_HORIZON_S", "MAX_ID_LEN",
+           "OPTIMIZER_STATUSES", "OVERRIDE_FILE", "PLAN_FILE", "SCHEMA", "SLOT_S", "Plan", "Slot", "validate"]
 
 # The accepted plan under state_dir/private/: written by the api daemon, read by control.
 PLAN_FILE = "plan.json"
+# A manual override (POST /api/v1/control/override), the same way: api writes, control reads.
+OVERRIDE_FILE = "override.json"
 
 Plan: TypeAlias = contract.Plan[Limits]
 

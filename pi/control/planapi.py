@@ -123,7 +123,13 @@ PLAN_SCHEMA: dict[str, Any] = {
                 "soc_target": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
                 "export_cap_w": {"type": ["number", "null"], "minimum": 0,
                                  "description": "feed-in cap (W; 0: none); not in normal slots"},
-                "loads": {"type": "object", "additionalProperties": {"type": "boolean"}}}}},
+                "loads": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                "forecast": {"type": "object", "additionalProperties": False,
+                             "description": "what the host planned the slot on (the audit's "
+                                            "prices); never acted on",
+                             "properties": {k: {"type": ["number", "null"], "minimum": lo,
+                                                "maximum": hi}
+                                            for k, (lo, hi) in plans.FORECAST_KEYS.items()}}}}},
     },
 }
 

@@ -229,10 +229,15 @@ class EmulatedInverter:
         return self._holding[:5]
 
     async def _run_model(self) -> None:
+        """Step by the time that really passed (× speed): a busy loop does not slow the battery."""
         assert self.step_s is not None
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
             await asyncio.sleep(self.step_s)
-            await self.step(self.step_s * self.speed)
+            now = loop.time()
+            await self.step((now - last) * self.speed)
+            last = now
 
     async def step(self, dt_s: float) -> None:
         """Advance the battery model by ``dt_s`` simulated seconds."""
