@@ -35,6 +35,7 @@ DAEMONS = {
     "power": "pi.power.daemon",
     "inbox": "pi.inbox.daemon",
     "control": "pi.control.daemon",
+    "mqtt": "pi.mqtt.daemon",
 }
 
 

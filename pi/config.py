@@ -28,11 +28,12 @@ from handshake.util.weekly import parse_days as parse_days  # noqa: PLC0414
 from pi.control.config import ControlConfig
 from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
+from pi.mqtt.config import MqttConfig
 from pi.pihole_stats import PiholeStatsConfig
 from pi.power.config import PowerConfig
 from pi.usage.config import UsageConfig
 
-DAEMONS = ("api", "power", "inbox", "control")
+DAEMONS = ("api", "power", "inbox", "control", "mqtt")
 _MAC_RE = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
 _NAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                       r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -49,6 +50,7 @@ class PiSecrets(Secrets, frozen=True, kw_only=True):
     tapo_password: Annotated[str | None, Meta(description="its password")] = None
     pihole_password: Annotated[str | None, Meta(
         description="Pi-hole's app password (dns backend pihole, [pihole])")] = None
+    mqtt_password: Annotated[str | None, Meta(description="the MQTT broker's password ([mqtt])")] = None
 
 
 class PiSection(Section, frozen=True, kw_only=True):
@@ -57,7 +59,7 @@ class PiSection(Section, frozen=True, kw_only=True):
     state_dir: Annotated[Path, Meta(description="public/ and private/ state")] = \
         Path("/var/lib/edgepair")
     secrets_file: Annotated[Path, Meta(description="handshake_key, tapo_username, tapo_password, "
-                                                   "pihole_password")] = \
+                                                   "pihole_password, mqtt_password")] = \
         Path("/etc/edgepair/secrets.toml")
 
 
@@ -157,6 +159,7 @@ class PiConfig(Section, frozen=True, kw_only=True):
     inbox: InboxConfig | None = None
     control: ControlConfig | None = None
     pihole: PiholeStatsConfig | None = None
+    mqtt: MqttConfig | None = None
     usage: UsageConfig = UsageConfig()
     file: Path = msgspec.field(default=Path("pi.toml"), name="_file")  # set by load()
 
@@ -173,6 +176,9 @@ class PiConfig(Section, frozen=True, kw_only=True):
             yield ("wake_on_demand.dns", f"expected dns.backend = \"builtin\" (only the "
                    f"built-in responder sees the queries; Pi-hole forwards the zone to it), "
                    f"got dns.backend = \"{self.dns.backend}\"")
+        if self.mqtt is not None and self.mqtt.allow_wake and not self.api.allow_anonymous_wake:
+            yield ("mqtt.allow_wake", "expected api.allow_anonymous_wake = true (the button "
+                   "goes through the anonymous wake and its rate limit), got false")
 
     def daemons(self) -> tuple[str, ...]:
         """The daemons this file configures: api always, the others when their section exists."""

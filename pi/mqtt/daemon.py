@@ -1,0 +1,303 @@
+"""``edgepair pi run mqtt``: the public files → retained MQTT state + Home Assistant discovery.
+
+On every change of a public file (watchdog), and at least every ``refresh_s`` (a writer that
+stopped makes its file stale), the files are read, mapped to entities and topics
+(``pi.mqtt.entities``, ``pi.mqtt.discovery``), and only what changed is published. A lost
+broker is retried with capped backoff; on every (re)connect everything is published again,
+so a broker that restarted without persistence is whole again at once. A refused login is
+one ERROR line, then quiet retries: never a crash loop.
+
+With ``allow_wake`` the "Wake host" button's command is handed to the api daemon's own
+anonymous ``POST /api/v1/wake``, so it shares that endpoint's rate limit; who may press it
+is the broker's ACL's business (write access to ``<topic_prefix>/host/wake``).
+
+Light to import: no aiohttp (the daemon's whole RSS budget is 30 MB on a Pi).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+
+from handshake import __version__
+from handshake.errors import ConfigError
+from handshake.util.quietlog import QuietLogger
+from handshake.util.urls import local_url
+from pi.config import PiConfig
+from pi.mqtt import discovery, entities, sources
+from pi.mqtt.config import MqttConfig
+from pi.mqtt.discovery import Message, Names
+from pi.mqtt.entities import Source
+
+log = logging.getLogger("pi.mqtt")
+
+WATCHDOG_LOOPS = ("mqtt",)
+# Reconnect backoff: 1, 2, 4 … s, capped so a broker back from a reboot is seen within a minute.
+RECONNECT_BASE_S = 1.0
+RECONNECT_MAX_S = 60.0
+# A CONNECT the broker does not answer (a half-open link) is given up after this.
+CONNECT_TIMEOUT_S = 10.0
+# PINGREQ period: a dead broker is noticed within 1.5 × this, and the last will fires then.
+KEEPALIVE_S = 30
+# One batch of QoS 1 publishes must be acknowledged within this, or the link is dead.
+PUBLISH_TIMEOUT_S = 15.0
+# The loop wakes at least this often to kick the systemd watchdog (WatchdogSec=30).
+KICK_S = 10.0
+# Events of several files written together are read together.
+COALESCE_S = 0.01
+# Saying "offline" on a clean stop may not hold up the stop.
+STOP_PUBLISH_TIMEOUT_S = 1.0
+# The api daemon's answer to a button press.
+WAKE_TIMEOUT_S = 5.0
+# MQTT CONNACK reason codes (3.1.1: 4, 5; 5.0: 134, 135) for a refused login.
+_AUTH_CODES = {4, 5, 134, 135}
+
+
+async def run(config: PiConfig, *, ready: Callable[[], None], kick: Callable[[str], None]) -> None:
+    """Publish the public files to the broker until cancelled."""
+    if config.mqtt is None:
+        raise ConfigError([f"{config.file}: mqtt: the mqtt daemon needs an [mqtt] section"])
+    password = config.secrets().mqtt_password
+    if config.mqtt.username is not None and password is None:
+        raise ConfigError([f"{config.pi.secrets_file}: mqtt_password: required when "
+                           f"[mqtt] username is set"])
+    hostname = socket.gethostname()
+    names = Names.of(config.mqtt.topic_prefix, config.mqtt.discovery_prefix, hostname,
+                     __version__)
+    await MqttService(config, config.mqtt, names, password).run(ready, kick)
+
+
+class MqttService:
+    """The loop: read what changed, publish the difference, keep the broker connection."""
+
+    def __init__(self, config: PiConfig, mqtt: MqttConfig, names: Names,
+                 password: str | None, clock: Callable[[], float] = time.time) -> None:
+        self.config, self.mqtt, self.names, self.password = config, mqtt, names, password
+        self.clock = clock
+        self.sources: dict[str, Source] = {}
+        self.published: dict[str, bytes] = {}  # what the broker holds from us
+        self.connected = False
+        self.connects = 0
+        self._dirty: set[str] = set(entities.SOURCES)
+        self._wakeup = asyncio.Event()
+        self._quiet = QuietLogger(log)
+        self._failing: str | None = None  # the last connection failure logged
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self, ready: Callable[[], None], kick: Callable[[str], None]) -> None:
+        watcher = sources.Watcher(self.config.public_dir, self._changed)
+        watcher.start()
+        try:
+            ready()
+            attempt = 0
+            while True:
+                kick("mqtt")
+                try:
+                    await self._session(kick)
+                except* aiomqtt.MqttError as group:  # raised alone, or by the session's tasks
+                    self._connection_failed(_first(group), attempt)
+                if self.connected:
+                    attempt = 0
+                self.connected = False
+                await self._pause(min(RECONNECT_BASE_S * 2 ** attempt, RECONNECT_MAX_S), kick)
+                attempt += 1
+        finally:
+            await asyncio.to_thread(watcher.stop)
+
+    async def _session(self, kick: Callable[[str], None]) -> None:
+        """One connection: publish everything, then what changes, and serve the button."""
+        async with self._client() as client:
+            self.connected = True
+            self.connects += 1
+            if self._failing is not None:
+                log.info("mqtt: connected to %s:%d again", self.mqtt.host, self.mqtt.port)
+            else:
+                log.info("mqtt: connected to %s:%d, publishing under %s", self.mqtt.host,
+                         self.mqtt.port, self.names.topic_prefix)
+            self._failing = None
+            try:
+                await client.publish(self.names.status, discovery.ONLINE, qos=1, retain=True,
+                                     timeout=PUBLISH_TIMEOUT_S)
+                if self.mqtt.allow_wake:
+                    await client.subscribe(self.names.wake, qos=1, timeout=PUBLISH_TIMEOUT_S)
+                # The broker may have lost everything (a restart without persistence).
+                held, self.published = self.published, {}
+                wanted = await self._wanted(everything=True)
+                await self._send(client, discovery.changes(held, wanted), wanted)
+                async with asyncio.TaskGroup() as group:
+                    if self.mqtt.allow_wake:
+                        group.create_task(self._serve_button(client))
+                    group.create_task(self._follow(client, kick))
+            except asyncio.CancelledError:
+                # A clean stop: say so now rather than in KEEPALIVE_S × 1.5 (the last will).
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.publish(self.names.status, discovery.OFFLINE, qos=1,
+                                         retain=True, timeout=STOP_PUBLISH_TIMEOUT_S)
+                raise
+
+    async def _follow(self, client: aiomqtt.Client, kick: Callable[[str], None]) -> None:
+        refresh_at = time.monotonic() + self.mqtt.refresh_s
+        while True:
+            kick("mqtt")
+            wait = max(0.0, min(refresh_at - time.monotonic(), KICK_S))
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wakeup.wait()
+                await asyncio.sleep(COALESCE_S)
+            except TimeoutError:
+                pass
+            everything = time.monotonic() >= refresh_at
+            if not everything and not self._dirty:
+                continue
+            if everything:
+                refresh_at = time.monotonic() + self.mqtt.refresh_s
+            wanted = await self._wanted(everything=everything)
+            await self._send(client, discovery.changes(self.published, wanted), wanted)
+
+    async def _wanted(self, *, everything: bool) -> dict[str, bytes]:
+        names = set(entities.SOURCES) if everything else self._dirty
+        self._dirty = set()
+        self._wakeup.clear()
+        now = self.clock()
+        read = await asyncio.to_thread(self._read, names, now)
+        for name, source in read.items():
+            if source is None:
+                self.sources.pop(name, None)
+            else:
+                self.sources[name] = source
+        listed = entities.entities(self.sources, allow_wake=self.mqtt.allow_wake)
+        return discovery.retained(self.names, listed, entities.availability(self.sources))
+
+    def _read(self, names: set[str], now: float) -> dict[str, Source | None]:
+        public = self.config.public_dir
+        return {name: sources.read(public, name, self.sources.get(name), now, self._quiet)
+                for name in names}
+
+    async def _send(self, client: aiomqtt.Client, messages: list[Message],
+                    wanted: dict[str, bytes]) -> None:
+        """Publish ``messages`` (QoS 1, acknowledged) and remember what the broker holds."""
+        if not messages:
+            return
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await asyncio.gather(*(client.publish(m.topic, m.payload, qos=1, retain=m.retain)
+                                       for m in messages))
+        except TimeoutError:
+            raise aiomqtt.MqttError(f"no PUBACK within {PUBLISH_TIMEOUT_S:g} s") from None
+        self.published = dict(wanted)
+        log.debug("mqtt: published %d message(s)", len(messages))
+
+    def _changed(self, name: str) -> None:
+        self._dirty.add(name)
+        self._wakeup.set()
+
+    async def _pause(self, delay: float, kick: Callable[[str], None]) -> None:
+        """Sleep ``delay`` before reconnecting, kicking the watchdog meanwhile."""
+        until = time.monotonic() + delay
+        while (left := until - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, KICK_S))
+            kick("mqtt")
+
+    # -- the broker connection -----------------------------------------------------------
+
+    def _client(self) -> aiomqtt.Client:
+        mqtt = self.mqtt
+        return aiomqtt.Client(
+            mqtt.host, mqtt.port, username=mqtt.username, password=self.password,
+            identifier=mqtt.client_id or f"edgepair-{self.names.hostname}"[:64],
+            will=aiomqtt.Will(self.names.status, discovery.OFFLINE, qos=1, retain=True),
+            tls_context=_tls_context(mqtt) if mqtt.tls else None,
+            keepalive=KEEPALIVE_S, timeout=CONNECT_TIMEOUT_S,
+            logger=logging.getLogger("pi.mqtt.client"))
+
+    def _connection_failed(self, exc: BaseException, attempt: int) -> None:
+        """First failure of a kind at WARNING (a refused login at ERROR), repeats at DEBUG."""
+        where = f"{self.mqtt.host}:{self.mqtt.port}"
+        retry = min(RECONNECT_BASE_S * 2 ** attempt, RECONNECT_MAX_S)
+        auth = isinstance(exc, MqttConnectError) and _code(exc) in _AUTH_CODES
+        key = "auth" if auth else "connect"
+        if self._failing == key:
+            log.debug("mqtt: %s still failing (%s); next try in %.1f s", where, exc, retry)
+        elif auth:
+            user = self.mqtt.username or "(no username)"
+            log.error("mqtt: the broker at %s refused the login of %s: %s; check [mqtt] "
+                      "username in %s and mqtt_password in %s (retrying, at most every %g s)",
+                      where, user, exc, self.config.file, self.config.pi.secrets_file,
+                      RECONNECT_MAX_S)
+        elif self.connected:
+            log.warning("mqtt: lost the broker at %s (%s); reconnecting", where, exc)
+        else:
+            log.warning("mqtt: cannot reach the broker at %s (%s); retrying with backoff up "
+                        "to %g s", where, exc, RECONNECT_MAX_S)
+        self._failing = key
+
+    # -- the Wake host button ------------------------------------------------------------
+
+    async def _serve_button(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            if not message.topic.matches(self.names.wake):
+                continue
+            if message.retain:  # a stale retained press must not wake the host later
+                log.warning("mqtt: ignoring a retained message on %s", self.names.wake)
+                continue
+            if message.payload != discovery.PRESS.encode():
+                log.warning("mqtt: ignoring %r on %s (expected %s)", message.payload,
+                            self.names.wake, discovery.PRESS)
+                continue
+            status, answer = await asyncio.to_thread(self._post_wake)
+            log.info("mqtt: Wake host pressed: %s %s", status, answer)
+            result = json.dumps({"status": status, "answer": answer}).encode()
+            await client.publish(self.names.topic("host/wake/result"), result, qos=1,
+                                 retain=False, timeout=PUBLISH_TIMEOUT_S)
+
+    def _post_wake(self) -> tuple[int, Any]:
+        """The api daemon's anonymous wake (its rate limit applies); blocking."""
+        import urllib.error  # noqa: PLC0415 - only with allow_wake, only when pressed
+        import urllib.request  # noqa: PLC0415
+
+        url = f"{local_url(self.config.api.listen)}/api/v1/wake"
+        request = urllib.request.Request(url,  # noqa: S310 - http to the local api daemon data=b'{"source": "button"}', method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=WAKE_TIMEOUT_S) as response:  # noqa: S310
+                return response.status, _json(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, _json(exc.read())
+        except (OSError, TimeoutError) as exc:
+            log.warning("mqtt: Wake host: the api daemon at %s did not answer: %s", url, exc)
+            return 0, {"error": str(exc)}
+
+
+def _first(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
+    """The first MQTT error of a (possibly nested) group."""
+    found = group.exceptions[0]
+    return _first(found) if isinstance(found, BaseExceptionGroup) else found
+
+
+def _tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=os.fspath(mqtt.ca_file) if mqtt.ca_file else None)
+
+
+def _code(exc: aiomqtt.MqttCodeError) -> int | None:
+    rc = exc.rc
+    value = getattr(rc, "value", rc)
+    return value if isinstance(value, int) else None
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace")[:200]
