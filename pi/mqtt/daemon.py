@@ -52,6 +52,9 @@ CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_S = 30
 # One batch of QoS 1 publishes must be acknowledged within this, or the link is dead.
 PUBLISH_TIMEOUT_S = 15.0
+# Publishes awaiting their PUBACK at once: within paho's 20 in flight, and aiomqtt's 10
+# before it warns about "pending publish calls".
+PUBLISH_BATCH = 10
 # The loop wakes at least this often to kick the systemd watchdog (WatchdogSec=30).
 KICK_S = 10.0
 # Events of several files written together are read together.
@@ -132,13 +135,10 @@ class MqttService:
                                      timeout=PUBLISH_TIMEOUT_S)
                 if self.mqtt.allow_wake:
                     await client.subscribe(self.names.wake, qos=1, timeout=PUBLISH_TIMEOUT_S)
-                # The broker may have lost everything (a restart without persistence).
-                held, self.published = self.published, {}
-                wanted = await self._wanted(everything=True)
-                await self._send(client, discovery.changes(held, wanted), wanted)
                 async with asyncio.TaskGroup() as group:
-                    if self.mqtt.allow_wake:
-                        group.create_task(self._serve_button(client))
+                    # Reading the messages is also what notices a lost link at once, even
+                    # in the middle of the first full publish.
+                    group.create_task(self._listen(client))
                     group.create_task(self._follow(client, kick))
             except asyncio.CancelledError:
                 # A clean stop: say so now rather than in KEEPALIVE_S × 1.5 (the last will).
@@ -148,6 +148,11 @@ class MqttService:
                 raise
 
     async def _follow(self, client: aiomqtt.Client, kick: Callable[[str], None]) -> None:
+        """Publish everything (the broker may have lost it all in a restart without
+        persistence), then what changes; re-read everything every ``refresh_s``."""
+        held, self.published = self.published, {}
+        wanted = await self._wanted(everything=True)
+        await self._send(client, discovery.changes(held, wanted), wanted)
         refresh_at = time.monotonic() + self.mqtt.refresh_s
         while True:
             kick("mqtt")
@@ -192,8 +197,10 @@ class MqttService:
             return
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                await asyncio.gather(*(client.publish(m.topic, m.payload, qos=1, retain=m.retain)
-                                       for m in messages))
+                for at in range(0, len(messages), PUBLISH_BATCH):
+                    await asyncio.gather(*(client.publish(m.topic, m.payload, qos=1,
+                                                          retain=m.retain)
+                                           for m in messages[at:at + PUBLISH_BATCH]))
         except TimeoutError:
             raise aiomqtt.MqttError(f"no PUBACK within {PUBLISH_TIMEOUT_S:g} s") from None
         self.published = dict(wanted)
@@ -220,7 +227,7 @@ class MqttService:
             will=aiomqtt.Will(self.names.status, discovery.OFFLINE, qos=1, retain=True),
             tls_context=_tls_context(mqtt) if mqtt.tls else None,
             keepalive=KEEPALIVE_S, timeout=CONNECT_TIMEOUT_S,
-            logger=logging.getLogger("pi.mqtt.client"))
+            logger=logging.getLogger("aiomqtt"))
 
     def _connection_failed(self, exc: BaseException, attempt: int) -> None:
         """First failure of a kind at WARNING (a refused login at ERROR), repeats at DEBUG."""
@@ -245,9 +252,10 @@ class MqttService:
 
     # -- the Wake host button ------------------------------------------------------------
 
-    async def _serve_button(self, client: aiomqtt.Client) -> None:
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        """Serve the button (the only subscription); raises MqttError when the link is lost."""
         async for message in client.messages:
-            if not message.topic.matches(self.names.wake):
+            if not self.mqtt.allow_wake or not message.topic.matches(self.names.wake):
                 continue
             if message.retain:  # a stale retained press must not wake the host later
                 log.warning("mqtt: ignoring a retained message on %s", self.names.wake)
@@ -268,8 +276,10 @@ class MqttService:
         import urllib.request  # noqa: PLC0415
 
         url = f"{local_url(self.config.api.listen)}/api/v1/wake"
-        request = urllib.request.Request(url,  # noqa: S310 - http to the local api daemon data=b'{"source": "button"}', method="POST",
-                                         headers={"Content-Type": "application/json"})
+        # The local api daemon, over http: the only URL this opens.
+        request = urllib.request.Request(  # noqa: S310
+            url, data=b'{"source": "button"}', method="POST",
+            headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=WAKE_TIMEOUT_S) as response:  # noqa: S310
                 return response.status, _json(response.read())
