@@ -125,8 +125,8 @@ class Received:
 async def subscriber(broker: Broker, *topics: str, user: str = "ha") -> AsyncIterator[Received]:
     """An MQTT client (Home Assistant's view) recording every message on ``topics``."""
     received = Received()
-    async with aiomqtt.Client("127.0.0.1", broker.port, username=user,
-                              password=USERS[user], identifier=f"test-{user}-{time.monotonic_ns()}") as client:
+    async with aiomqtt.Client("127.0.0.1", broker.port, username=user, password=USERS[user],
+                              identifier=f"test-{user}-{time.monotonic_ns()}") as client:
         for topic in topics:
             await client.subscribe(topic, qos=1)
 

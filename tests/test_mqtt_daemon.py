@@ -106,7 +106,7 @@ async def test_discovery_configs_carry_what_home_assistant_requires(
             assert (node, last) == (NODE, "config")
             assert payload["unique_id"].startswith(f"{NODE}_")
             assert payload["device"]["identifiers"] == [NODE]
-            assert [a["topic"] for a in payload["availability"]][0] == f"{PREFIX}/status"
+            assert next(a["topic"] for a in payload["availability"]) == f"{PREFIX}/status"
             assert payload["availability_mode"] == "all"
             if component != "button":
                 assert payload["state_topic"].startswith(f"{PREFIX}/")
@@ -193,7 +193,8 @@ async def test_a_restarted_broker_gets_everything_again_after_a_capped_backoff(
             await until(lambda: len(configs(again)) == before, timeout=5)
             assert again.latest()[f"{PREFIX}/status"] == b"online"
         assert not task.done()
-    assert pauses[:4] == [0.05, 0.1, 0.2, 0.4] and max(pauses) == 0.4
+    assert pauses[:4] == [0.05, 0.1, 0.2, 0.4]
+    assert max(pauses) == 0.4
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "broker" in r.message]
     assert len(warnings) == 1, [r.message for r in warnings]  # lost it; the retries are DEBUG
     assert any("connected to" in r.message and "again" in r.message for r in caplog.records)
@@ -208,9 +209,11 @@ async def test_a_wrong_password_is_one_clear_error_and_retries(
                     timeout=10, what="three quiet retries")
         assert not task.done()
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(errors) == 1 and errors[0].levelno == logging.ERROR
+    assert len(errors) == 1
+    assert errors[0].levelno == logging.ERROR
     assert "refused the login of edgepair" in errors[0].message
-    assert "mqtt_password" in errors[0].message and str(config.pi.secrets_file) in errors[0].message
+    assert "mqtt_password" in errors[0].message
+    assert str(config.pi.secrets_file) in errors[0].message
 
 
 async def test_the_last_will_says_offline_when_the_link_dies_and_online_comes_back(
