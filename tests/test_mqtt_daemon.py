@@ -17,6 +17,8 @@ import aiomqtt
 import msgspec
 import pytest
 
+from handshake import documents
+from handshake.documents import MqttDocument
 from handshake.util import atomic
 from handshake.util.timeutil import iso
 from pi import config as pi_config
@@ -127,6 +129,13 @@ async def test_discovery_configs_carry_what_home_assistant_requires(
         assert got.latest()[f"{PREFIX}/status"] == b"online"
         assert got.latest()[f"{PREFIX}/power/available"] == b"online"
         assert f"homeassistant/button/{NODE}/wake_host/config" not in found  # allow_wake is off
+        path = config.public_dir / "mqtt.json"
+        await until(lambda: (doc := documents.read_or_none(path, MqttDocument)) is not None
+                    and doc.entities == len(found))
+        status = documents.read(path, MqttDocument)
+        assert status is not None
+        assert (status.connected, status.broker, status.connects) == \
+            (True, f"127.0.0.1:{broker.port}", 1)
         # Everything is retained: a Home Assistant that starts later gets all of it at once.
         async with subscriber(broker, "homeassistant/#", f"{PREFIX}/#") as later:
             await until(lambda: later.latest() == got.latest(), timeout=5)
@@ -208,6 +217,11 @@ async def test_a_wrong_password_is_one_clear_error_and_retries(
         await until(lambda: sum("still failing" in r.message for r in caplog.records) >= 3,
                     timeout=10, what="three quiet retries")
         assert not task.done()
+        status = documents.read(config.public_dir / "mqtt.json", MqttDocument)
+        assert status is not None
+        assert not status.connected
+        assert status.last_error is not None
+        assert status.last_error.startswith("login refused")
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1
     assert errors[0].levelno == logging.ERROR

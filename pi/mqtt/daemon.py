@@ -30,9 +30,11 @@ from typing import Any
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from handshake import __version__
+from handshake import __version__, documents
+from handshake.documents import MqttDocument
 from handshake.errors import ConfigError
 from handshake.util.quietlog import QuietLogger
+from handshake.util.timeutil import iso
 from handshake.util.urls import local_url
 from pi.config import PiConfig
 from pi.mqtt import discovery, entities, sources
@@ -61,6 +63,9 @@ KICK_S = 10.0
 COALESCE_S = 0.01
 # Saying "offline" on a clean stop may not hold up the stop.
 STOP_PUBLISH_TIMEOUT_S = 1.0
+# mqtt.json is rewritten at least this often (pi.json judges the daemon alive by it), and
+# at once when the link comes or goes.
+STATUS_INTERVAL_S = 30.0
 # The api daemon's answer to a button press.
 WAKE_TIMEOUT_S = 5.0
 # MQTT CONNACK reason codes (3.1.1: 4, 5; 5.0: 134, 135) for a refused login.
@@ -92,6 +97,11 @@ class MqttService:
         self.published: dict[str, bytes] = {}  # what the broker holds from us
         self.connected = False
         self.connects = 0
+        self.messages_published = 0
+        self.last_publish: float | None = None
+        self.last_error: str | None = None
+        self.since = clock()
+        self._status_changed = asyncio.Event()
         self._dirty: set[str] = set(entities.SOURCES)
         self._wakeup = asyncio.Event()
         self._quiet = QuietLogger(log)
@@ -102,6 +112,7 @@ class MqttService:
     async def run(self, ready: Callable[[], None], kick: Callable[[str], None]) -> None:
         watcher = sources.Watcher(self.config.public_dir, self._changed)
         watcher.start()
+        status = asyncio.create_task(self._publish_status(), name="mqtt.json")
         try:
             ready()
             attempt = 0
@@ -113,16 +124,18 @@ class MqttService:
                     self._connection_failed(_first(group), attempt)
                 if self.connected:
                     attempt = 0
-                self.connected = False
+                    self._link(connected=False)
                 await self._pause(min(RECONNECT_BASE_S * 2 ** attempt, RECONNECT_MAX_S), kick)
                 attempt += 1
         finally:
+            status.cancel()
+            await asyncio.gather(status, return_exceptions=True)
             await asyncio.to_thread(watcher.stop)
 
     async def _session(self, kick: Callable[[str], None]) -> None:
         """One connection: publish everything, then what changes, and serve the button."""
         async with self._client() as client:
-            self.connected = True
+            self._link(connected=True)
             self.connects += 1
             if self._failing is not None:
                 log.info("mqtt: connected to %s:%d again", self.mqtt.host, self.mqtt.port)
@@ -203,8 +216,36 @@ class MqttService:
                                            for m in messages[at:at + PUBLISH_BATCH]))
         except TimeoutError:
             raise aiomqtt.MqttError(f"no PUBACK within {PUBLISH_TIMEOUT_S:g} s") from None
+        if any(m.topic.endswith("/config") for m in messages):
+            self._status_changed.set()  # entities came or went: mqtt.json says how many
         self.published = dict(wanted)
+        self.messages_published += len(messages)
+        self.last_publish = self.clock()
         log.debug("mqtt: published %d message(s)", len(messages))
+
+    def _link(self, *, connected: bool) -> None:
+        self.connected, self.since = connected, self.clock()
+        self._status_changed.set()
+
+    def status_document(self) -> MqttDocument:
+        entity_count = sum(1 for t in self.published if t.endswith("/config"))
+        return MqttDocument(
+            generated_at=iso(self.clock()) or "", interval_s=STATUS_INTERVAL_S,
+            broker=f"{self.mqtt.host}:{self.mqtt.port}", connected=self.connected,
+            since=iso(self.since), topic_prefix=self.names.topic_prefix, entities=entity_count,
+            messages_published=self.messages_published, connects=self.connects,
+            last_publish=iso(self.last_publish), last_error=self.last_error)
+
+    async def _publish_status(self) -> None:
+        """mqtt.json: on every change of the link, and every STATUS_INTERVAL_S."""
+        path = self.config.public_dir / documents.FILES[MqttDocument]
+        while True:
+            self._status_changed.clear()
+            await asyncio.to_thread(documents.try_publish, path, self.status_document(),
+                                    self._quiet)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STATUS_INTERVAL_S):
+                    await self._status_changed.wait()
 
     def _changed(self, name: str) -> None:
         self._dirty.add(name)
@@ -235,6 +276,8 @@ class MqttService:
         retry = min(RECONNECT_BASE_S * 2 ** attempt, RECONNECT_MAX_S)
         auth = isinstance(exc, MqttConnectError) and _code(exc) in _AUTH_CODES
         key = "auth" if auth else "connect"
+        self.last_error = f"{'login refused' if auth else 'connection'}: {exc}"
+        self._status_changed.set()
         if self._failing == key:
             log.debug("mqtt: %s still failing (%s); next try in %.1f s", where, exc, retry)
         elif auth:
