@@ -23,19 +23,11 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 START_TIMEOUT_S = 10.0
 
-# Who may do what: the Pi's daemon writes its own topics and Home Assistant's discovery;
-# Home Assistant reads them and may press the Wake host button; a viewer only reads.
-USERS = {"edgepair": "pi-secret", "ha": "ha-secret", "viewer": "viewer-secret"}
-ACL = """
-user edgepair
-topic readwrite edgepair/#
-topic readwrite homeassistant/#
-
-user ha
-topic read edgepair/#
-topic read homeassistant/#
-topic write edgepair/+/host/wake
-
+# The shipped ACL of the Pi's broker (the daemon writes, Home Assistant reads and may press
+# the Wake host button), plus a viewer who may only read.
+SITE_ACL = Path(__file__).resolve().parent.parent / "scripts" / "mosquitto" / "site.acl"
+USERS = {"edgepair": "pi-secret", "homeassistant": "ha-secret", "viewer": "viewer-secret"}
+ACL = SITE_ACL.read_text() + """
 user viewer
 topic read edgepair/#
 topic read homeassistant/#
@@ -52,8 +44,9 @@ class Broker:
         self.port = port or free_port()
         self.log = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.users = users or USERS
         passwd = self.dir / "passwd"
-        for i, (user, password) in enumerate((users or USERS).items()):
+        for i, (user, password) in enumerate(self.users.items()):
             subprocess.run([MOSQUITTO_PASSWD, "-b", *(["-c"] if i == 0 else []), str(passwd),
                             user, password], check=True, capture_output=True, timeout=10)
         passwd.chmod(0o600)
@@ -122,10 +115,11 @@ class Received:
 
 
 @contextlib.asynccontextmanager
-async def subscriber(broker: Broker, *topics: str, user: str = "ha") -> AsyncIterator[Received]:
+async def subscriber(broker: Broker, *topics: str,
+                     user: str = "homeassistant") -> AsyncIterator[Received]:
     """An MQTT client (Home Assistant's view) recording every message on ``topics``."""
     received = Received()
-    async with aiomqtt.Client("127.0.0.1", broker.port, username=user, password=USERS[user],
+    async with aiomqtt.Client("127.0.0.1", broker.port, username=user, password=broker.users[user],
                               identifier=f"test-{user}-{time.monotonic_ns()}") as client:
         for topic in topics:
             await client.subscribe(topic, qos=1)

@@ -265,10 +265,9 @@ async def test_wake_button_goes_through_the_api_daemons_rate_limit_and_the_acl(
             await until(lambda: button in got.latest())
             assert json.loads(got.latest()[button])["command_topic"] == f"{PREFIX}/host/wake"
             await asyncio.sleep(0.2)  # the daemon's subscription is in place after its configs
-            for user in ("viewer", "ha"):  # the viewer may read, not press: the ACL drops it
+            for user in ("viewer", "homeassistant"):  # a viewer may not press: the ACL drops it
                 async with aiomqtt.Client("127.0.0.1", broker.port, username=user,
-                                          password={"viewer": "viewer-secret",
-                                                    "ha": "ha-secret"}[user]) as press:
+                                          password=broker.users[user]) as press:
                     for _ in range(3):
                         await press.publish(f"{PREFIX}/host/wake", b"PRESS", qos=1)
             await until(lambda: len(got.on(result)) == 3, timeout=10)
