@@ -18,7 +18,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from handshake import clientcmd
 from handshake.errors import EdgepairError
 from handshake.util.cliexit import EXIT_USAGE, report, report_group
 from handshake.util.sdnotify import Notifier, Watchdog
@@ -157,15 +156,24 @@ def _api(path: Path) -> tuple[str, bytes]:
     return local_url(config.api.listen), config.secrets().handshake_key
 
 
+# clientcmd pulls aiohttp (≈ 10 MB RSS): imported by the commands that use it, so a daemon
+# that has no use for it (mqtt, control) does not carry it.
+
 def cmd_wake(args: argparse.Namespace) -> int:
+    from handshake import clientcmd  # noqa: PLC0415
+
     return clientcmd.wake(*_api(args.config), args.json)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from handshake import clientcmd  # noqa: PLC0415
+
     return clientcmd.status(*_api(args.config), args.json)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from handshake import clientcmd  # noqa: PLC0415
+
     return clientcmd.check_config(
         args.file, "pi", pi_config.load, lambda path: load_secrets(path, pi_config.PiSecrets),
         clientcmd.secrets_path(args.file, "pi"))

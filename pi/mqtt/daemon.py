@@ -27,9 +27,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
-
 from handshake import __version__, documents
 from handshake.documents import MqttDocument
 from handshake.errors import ConfigError
@@ -38,6 +35,7 @@ from handshake.util.timeutil import iso
 from handshake.util.urls import local_url
 from pi.config import PiConfig
 from pi.mqtt import discovery, entities, sources
+from pi.mqtt._paho import MqttConnectError, aiomqtt
 from pi.mqtt.config import MqttConfig
 from pi.mqtt.discovery import Message, Names
 from pi.mqtt.entities import Source
