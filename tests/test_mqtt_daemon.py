@@ -278,3 +278,19 @@ async def test_wake_button_goes_through_the_api_daemons_rate_limit_and_the_acl(
             assert len(got.on(result)) == 3  # none from the viewer
     finally:
         stop(api)
+
+
+async def test_the_real_cli_runs_the_daemon_and_a_sigterm_says_offline(
+        tmp_path: Path, broker: Broker) -> None:
+    config = site(tmp_path, broker)
+    status = f"{PREFIX}/status"
+    async with subscriber(broker, status, f"{PREFIX}/host/state") as got:
+        proc = spawn("pi", "run", "mqtt", "--config", str(config.file), log=tmp_path / "mqtt.log")
+        try:
+            await until(lambda: got.latest().get(f"{PREFIX}/host/state") == b"offline",
+                        timeout=15, what="the daemon's first publish")
+        finally:
+            code = stop(proc)
+        assert code == 0, (tmp_path / "mqtt.log").read_text()
+        await until(lambda: got.on(status)[-1:] == [b"offline"], timeout=5)
+    assert "Traceback" not in (tmp_path / "mqtt.log").read_text()
