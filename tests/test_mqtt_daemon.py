@@ -177,6 +177,25 @@ async def test_a_stale_file_makes_its_entities_unavailable_and_a_gone_plug_is_re
         assert got.latest()[PLUG_POWER] == b""
 
 
+async def test_what_went_away_while_the_daemon_was_stopped_is_cleared_at_its_next_start(
+        tmp_path: Path, broker: Broker) -> None:
+    config = site(tmp_path, broker)
+    config_topic = f"homeassistant/sensor/{NODE}/plug_printer_power/config"
+    saved = config.private_dir / daemon.TOPICS_FILE
+    async with running(config), subscriber(broker, "homeassistant/#") as got:
+        await until(lambda: config_topic in got.latest() and saved.exists())
+    power = fixture("power")
+    power["plugs"] = [p for p in power["plugs"] if p["name"] != "printer"]
+    write_doc(config, "power", power)  # while no daemon runs
+    async with running(config), subscriber(broker, "homeassistant/#") as again:
+        await until(lambda: again.latest().get(config_topic) == b"", timeout=5,
+                    what="the printer's config cleared")
+        assert json.loads(again.latest()[f"homeassistant/sensor/{NODE}/plug_nas_power/config"])
+    topics = json.loads(saved.read_text())["topics"]
+    assert config_topic not in topics
+    assert f"{PREFIX}/plug/nas/power_w" in topics
+
+
 async def test_a_restarted_broker_gets_everything_again_after_a_capped_backoff(
         tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

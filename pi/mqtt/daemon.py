@@ -4,7 +4,9 @@ On every change of a public file (watchdog), and at least every ``refresh_s`` (a
 stopped makes its file stale), the files are read, mapped to entities and topics
 (``pi.mqtt.entities``, ``pi.mqtt.discovery``), and only what changed is published. A lost
 broker is retried with capped backoff; on every (re)connect everything is published again,
-so a broker that restarted without persistence is whole again at once. A refused login is
+so a broker that restarted without persistence is whole again at once, and what this daemon
+left retained but no longer wants (a plug removed, even while it was stopped: the topic set
+is kept in ``private/mqtt-topics.json``) is cleared. A refused login is
 one ERROR line, then quiet retries: never a crash loop.
 
 With ``allow_wake`` the "Wake host" button's command is handed to the api daemon's own
@@ -25,11 +27,13 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from handshake import __version__, documents
 from handshake.documents import MqttDocument
 from handshake.errors import ConfigError
+from handshake.util import atomic, privatefile
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
 from handshake.util.urls import local_url
@@ -64,6 +68,8 @@ STOP_PUBLISH_TIMEOUT_S = 1.0
 # mqtt.json is rewritten at least this often (pi.json judges the daemon alive by it), and
 # at once when the link comes or goes.
 STATUS_INTERVAL_S = 30.0
+# private/: the retained topics this daemon owns (see MqttService._save_topics).
+TOPICS_FILE = "mqtt-topics.json"
 # The api daemon's answer to a button press.
 WAKE_TIMEOUT_S = 5.0
 # MQTT CONNACK reason codes (3.1.1: 4, 5; 5.0: 134, 135) for a refused login.
@@ -93,6 +99,9 @@ class MqttService:
         self.clock = clock
         self.sources: dict[str, Source] = {}
         self.published: dict[str, bytes] = {}  # what the broker holds from us
+        self.topics_file = config.private_dir / TOPICS_FILE
+        self.remembered = _load_topics(self.topics_file)  # retained by an earlier run
+        self._saved: set[str] | None = None  # the topic set last written to topics_file
         self.connected = False
         self.connects = 0
         self.messages_published = 0
@@ -161,9 +170,13 @@ class MqttService:
     async def _follow(self, client: aiomqtt.Client, kick: Callable[[str], None]) -> None:
         """Publish everything (the broker may have lost it all in a restart without
         persistence), then what changes; re-read everything every ``refresh_s``."""
-        held, self.published = self.published, {}
+        # What the broker may still hold from before (this connection's predecessor, or a
+        # run before a restart of the daemon): cleared unless still wanted.
+        held = set(self.published) | self.remembered
+        self.published = {}
         wanted = await self._wanted(everything=True)
-        await self._send(client, discovery.changes(held, wanted), wanted)
+        gone = [Message(t, b"") for t in sorted(held - wanted.keys())]
+        await self._send(client, discovery.changes({}, wanted) + gone, wanted)
         refresh_at = time.monotonic() + self.mqtt.refresh_s
         while True:
             kick("mqtt")
@@ -214,12 +227,27 @@ class MqttService:
                                            for m in messages[at:at + PUBLISH_BATCH]))
         except TimeoutError:
             raise aiomqtt.MqttError(f"no PUBACK within {PUBLISH_TIMEOUT_S:g} s") from None
+        self.published = dict(wanted)
         if any(m.topic.endswith("/config") for m in messages):
             self._status_changed.set()  # entities came or went: mqtt.json says how many
-        self.published = dict(wanted)
+        if set(wanted) != self._saved:
+            await asyncio.to_thread(self._save_topics, set(wanted))
         self.messages_published += len(messages)
         self.last_publish = self.clock()
         log.debug("mqtt: published %d message(s)", len(messages))
+
+    def _save_topics(self, topics: set[str]) -> None:
+        """The retained topics this daemon owns, so a later run can clear what went away
+        meanwhile (written only when the set changes: a plug added or removed)."""
+        try:
+            self.topics_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(self.topics_file, {"topics": sorted(topics)}, 0o640)
+        except OSError as exc:
+            self._quiet.failure("topics", "mqtt: cannot write %s: %s", self.topics_file,
+                                exc.strerror or exc)
+            return
+        self._quiet.success("topics", "mqtt: %s written again", self.topics_file)
+        self.remembered, self._saved = set(), topics
 
     def _link(self, *, connected: bool) -> None:
         self.connected, self.since = connected, self.clock()
@@ -329,6 +357,16 @@ class MqttService:
         except (OSError, TimeoutError) as exc:
             log.warning("mqtt: Wake host: the api daemon at %s did not answer: %s", url, exc)
             return 0, {"error": str(exc)}
+
+
+def _load_topics(path: Path) -> set[str]:
+    def convert(raw: Any) -> set[str]:
+        topics = raw["topics"]
+        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+            raise ValueError("expected {\"topics\": [str, …]}")
+        return set(topics)
+
+    return privatefile.read(path, convert, log=log) or set()
 
 
 def _first(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
