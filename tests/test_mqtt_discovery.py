@@ -16,10 +16,11 @@ from handshake.documents import Document
 from handshake.util import atomic
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
-from pi.mqtt import discovery, entities, sources
+from pi.mqtt import discovery, entities, sources, wake
 from pi.mqtt.discovery import Message, Names
 from pi.mqtt.entities import Source
 from tests.ha_discovery import problems
+from tests.helpers import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dashboard"
 NAMES = Names.of(None, "homeassistant", "pi-Garage.lan", "9.9")
@@ -204,3 +205,12 @@ def test_reading_a_file_fresh_stale_unusable_and_gone(tmp_path: Path) -> None:
     assert nodes.available
     (tmp_path / "nodes.json").write_text(json.dumps(NODES | {"schema": "edgepair.other/1"}))
     assert sources.read(tmp_path, "nodes", None, NOW, quiet) is None
+
+
+def test_a_press_with_the_api_daemon_down_is_a_warning_not_a_crash(
+        caplog: pytest.LogCaptureFixture) -> None:
+    status, answer = wake.post(f"http://127.0.0.1:{free_port()}")
+    assert status == 0
+    assert "error" in answer
+    assert any(r.levelno == logging.WARNING and "did not answer" in r.message
+               for r in caplog.records)

@@ -38,7 +38,7 @@ from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
 from handshake.util.urls import local_url
 from pi.config import PiConfig
-from pi.mqtt import discovery, entities, sources
+from pi.mqtt import discovery, entities, sources, wake
 from pi.mqtt._paho import MqttConnectError, aiomqtt
 from pi.mqtt.config import MqttConfig
 from pi.mqtt.discovery import Message, Names
@@ -70,8 +70,6 @@ STOP_PUBLISH_TIMEOUT_S = 1.0
 STATUS_INTERVAL_S = 30.0
 # private/: the retained topics this daemon owns (see MqttService._save_topics).
 TOPICS_FILE = "mqtt-topics.json"
-# The api daemon's answer to a button press.
-WAKE_TIMEOUT_S = 5.0
 # MQTT CONNACK reason codes (3.1.1: 4, 5; 5.0: 134, 135) for a refused login.
 _AUTH_CODES = {4, 5, 134, 135}
 
@@ -333,30 +331,11 @@ class MqttService:
                 log.warning("mqtt: ignoring %r on %s (expected %s)", message.payload,
                             self.names.wake, discovery.PRESS)
                 continue
-            status, answer = await asyncio.to_thread(self._post_wake)
+            status, answer = await asyncio.to_thread(wake.post, local_url(self.config.api.listen))
             log.info("mqtt: Wake host pressed: %s %s", status, answer)
             result = json.dumps({"status": status, "answer": answer}).encode()
             await client.publish(self.names.topic("host/wake/result"), result, qos=1,
                                  retain=False, timeout=PUBLISH_TIMEOUT_S)
-
-    def _post_wake(self) -> tuple[int, Any]:
-        """The api daemon's anonymous wake (its rate limit applies); blocking."""
-        import urllib.error  # noqa: PLC0415 - only with allow_wake, only when pressed
-        import urllib.request  # noqa: PLC0415
-
-        url = f"{local_url(self.config.api.listen)}/api/v1/wake"
-        # The local api daemon, over http: the only URL this opens.
-        request = urllib.request.Request(  # noqa: S310
-            url, data=b'{"source": "button"}', method="POST",
-            headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=WAKE_TIMEOUT_S) as response:  # noqa: S310
-                return response.status, _json(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, _json(exc.read())
-        except (OSError, TimeoutError) as exc:
-            log.warning("mqtt: Wake host: the api daemon at %s did not answer: %s", url, exc)
-            return 0, {"error": str(exc)}
 
 
 def _load_topics(path: Path) -> set[str]:
@@ -383,10 +362,3 @@ def _code(exc: aiomqtt.MqttCodeError) -> int | None:
     rc = exc.rc
     value = getattr(rc, "value", rc)
     return value if isinstance(value, int) else None
-
-
-def _json(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError:
-        return data.decode("utf-8", "replace")[:200]
