@@ -19,13 +19,14 @@ import pytest
 
 from handshake import documents
 from handshake.documents import MqttDocument
+from handshake.errors import ConfigError
 from handshake.util import atomic
 from handshake.util.timeutil import iso
 from pi import config as pi_config
 from pi.mqtt import daemon
 from tests.e2e import spawn, stop, wait_http
 from tests.helpers import pi_toml, write_secrets
-from tests.mosquitto import Broker, Link, Received, subscriber, until
+from tests.mosquitto import Broker, Link, Received, make_tls, subscriber, until
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dashboard"
 HOSTNAME = socket.gethostname()
@@ -313,3 +314,33 @@ async def test_the_real_cli_runs_the_daemon_and_a_sigterm_says_offline(
         assert code == 0, (tmp_path / "mqtt.log").read_text()
         await until(lambda: got.on(status)[-1:] == [b"offline"], timeout=5)
     assert "Traceback" not in (tmp_path / "mqtt.log").read_text()
+
+
+async def test_tls_to_the_broker_with_its_own_ca(tmp_path: Path) -> None:
+    ca, listener = make_tls(tmp_path / "tls")
+    broker = Broker(tmp_path, extra=listener).start()  # the listener above speaks TLS only
+    try:
+        config = site(tmp_path, broker, mqtt_extra=f'tls = true\nca_file = "{ca}"')
+        async with running(config) as task:
+            path = config.public_dir / "mqtt.json"
+            await until(lambda: (doc := documents.read_or_none(path, MqttDocument)) is not None
+                        and doc.connected and doc.entities > 0, timeout=10)
+            assert not task.done()
+        # Without the CA the broker's certificate is refused: an error, retried, no crash.
+        config = site(tmp_path, broker, mqtt_extra="tls = true")
+        async with running(config) as task:
+            await until(lambda: (doc := documents.read_or_none(path, MqttDocument)) is not None
+                        and doc.last_error is not None and "CERTIFICATE" in doc.last_error.upper(),
+                        timeout=10)
+            assert not task.done()
+    finally:
+        broker.stop()
+
+
+async def test_a_username_without_its_password_is_a_config_error(
+        tmp_path: Path, broker: Broker) -> None:
+    config = site(tmp_path, broker)
+    write_secrets(tmp_path / "secrets.toml")  # no mqtt_password
+    with pytest.raises(ConfigError) as caught:
+        await daemon.run(config, ready=lambda: None, kick=lambda name: None)
+    assert "mqtt_password: required when [mqtt] username is set" in caught.value.problems[0]
