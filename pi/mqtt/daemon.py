@@ -169,9 +169,9 @@ class MqttService:
         """Publish everything (the broker may have lost it all in a restart without
         persistence), then what changes; re-read everything every ``refresh_s``."""
         # What the broker may still hold from before (this connection's predecessor, or a
-        # run before a restart of the daemon): cleared unless still wanted.
+        # run before a restart of the daemon): cleared unless still wanted. ``published``
+        # changes only once the broker acknowledged, so a link lost midway forgets nothing.
         held = set(self.published) | self.remembered
-        self.published = {}
         wanted = await self._wanted(everything=True)
         gone = [Message(t, b"") for t in sorted(held - wanted.keys())]
         await self._send(client, discovery.changes({}, wanted) + gone, wanted)
