@@ -62,7 +62,7 @@ PUBLISH_BATCH = 10
 # The loop wakes at least this often to kick the systemd watchdog (WatchdogSec=30).
 KICK_S = 10.0
 # Events of several files written together are read together.
-COALESCE_S = 0.01
+COALESCE_S = 0.002
 # Saying "offline" on a clean stop may not hold up the stop.
 STOP_PUBLISH_TIMEOUT_S = 1.0
 # mqtt.json is rewritten at least this often (pi.json judges the daemon alive by it), and
