@@ -43,13 +43,19 @@ def status(url: str, key: bytes, as_json: bool) -> int:
     if as_json:
         _print_json(doc)
         return EXIT_OK
-    print(f"host:      {doc['state']} since {doc['since']}")
+    if doc.get("reason") == "never_seen":  # pi.state.NEVER_SEEN
+        print("host:      unknown: no heartbeat answered yet")
+    else:
+        print(f"host:      {doc['state']} since {doc['since']}")
     dns = doc.get("dns") or {}
     print(f"dns:       {dns.get('name')} → {dns.get('address')} ({dns.get('target')}"
           f"{'' if dns.get('applied') else ', NOT applied: ' + str(dns.get('error'))})")
-    beat = doc.get("last_heartbeat") or {}
-    print(f"heartbeat: {'ok' if beat.get('ok') else 'failing'} at {beat.get('at')}"
-          f"{' (' + beat['error'] + ')' if beat.get('error') else ''}")
+    beat = doc.get("last_heartbeat")
+    if beat is None:
+        print("heartbeat: not yet")
+    else:
+        print(f"heartbeat: {'ok' if beat.get('ok') else 'failing'} at {beat.get('at')}"
+              f"{' (' + beat['error'] + ')' if beat.get('error') else ''}")
     next_wake = doc.get("next_wake")
     print(f"next wake: {next_wake['at'] + ' (' + next_wake['source'] + ')' if next_wake else 'none'}")
     if doc.get("alarm"):

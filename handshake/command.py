@@ -32,7 +32,7 @@ GROUPS = {
 EITHER_SIDE = ("wake", "status", "check-config")
 SIDES = {"pi": "pi.cli", "host": "host.cli"}
 HELP = {
-    "pi": "run the Pi's daemons: `edgepair pi run [api|power|inbox|control …]`",
+    "pi": "the Pi: `edgepair pi run [api|power|inbox|control …]`, `edgepair pi restore FILE`",
     "host": "the host side: `edgepair host run|notify|plan …`",
     "power": "power history: `edgepair power export …`",
     "control": "energy control: `edgepair control commission|status …`",

@@ -173,4 +173,6 @@ after {idle_s:.0f} s with nothing to do its idle loop announces going-offline (w
 a snapshot and its wake_at) and it suspends by itself:
   idle checks    edgepair host idle status --config {root / 'host.toml'}
   usage          {root / 'pi-state/public/usage.json'} and the dashboard's Host usage card
+  Pi backup      {root / 'host-state/backups'}  (sent once the host is up; the Pi card shows
+                 it; edgepair pi restore FILE --config … rebuilds a card from it)
 """

@@ -103,6 +103,11 @@ class PiDocument(Document, frozen=True, kw_only=True, tag="edgepair.pi/1"):
     disk: dict[str, Any] | None = None
     daemons: dict[str, dict[str, Any]] = {}
     pihole_configured: bool = False
+    # The SMB folders on the Pi (the inbox, the standalone share): path, total, used, free
+    # bytes each, or an error when the folder cannot be measured.
+    shares: dict[str, dict[str, Any]] = {}
+    # The Pi's own backup to the host ([backup]): last good one, last error, next due.
+    backup: dict[str, Any] | None = None
 
 
 class PiholeDocument(Document, frozen=True, kw_only=True, tag="edgepair.pihole/1"):
@@ -242,6 +247,8 @@ class PlanSummary(msgspec.Struct, frozen=True, kw_only=True):
     valid_until: str | None = None
     status: str | None = None
     optimizer: str | None = None
+    savings_eur: float | None = None  # what the host expects the plan to save vs doing nothing
+    reason: str | None = None  # why the host pushed self-consumption instead of its plan
 
 
 class Readback(msgspec.Struct, frozen=True, kw_only=True):

@@ -5,11 +5,16 @@
  "generated_at": ISO, "valid_from": ISO, "valid_until": ISO, "slot_s": 900,
  "limits": {"max_charge_w": …, "soc_min_pct": …},            (optional: may only tighten)
  "optimizer": {"status": "optimal", …},
- "slots": [{"start": ISO, "battery_mode": "normal|hold|charge",
-            "power_w": W|null, "soc_target": %|null, "loads": {"boiler": true}}, …]}
+ "slots": [{"start": ISO, "battery_mode": "normal|hold|charge|discharge|limit_export",
+            "power_w": W|null, "soc_target": %|null, "export_cap_w": W (optional),
+            "loads": {"boiler": true}}, …]}
 ```
-``power_w`` is the grid charge power in ``charge`` slots (required) and an optional discharge
-cap in ``normal`` slots; ``soc_target`` is where charging stops (required for ``charge``).
+The modes and their parameters are ``handshake.modes`` (the table there): ``power_w`` is the
+charge power of ``charge``, the discharge power of ``discharge`` and an optional discharge
+cap of ``normal``/``limit_export``; ``soc_target`` is where ``charge`` stops (required) and
+``discharge`` stops (optional); ``export_cap_w`` caps the feed-in. Plans of the first
+vocabulary (normal/hold/charge, no export_cap_w) are the same documents as before.
+``optimizer.savings_eur`` is what the host expects the plan to save against doing nothing.
 A load a slot does not name stays in its safe state.
 
 The host builds a ``PlanDocument`` and checks it with ``validate(doc, UNBOUNDED, None)``; the
@@ -23,40 +28,30 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from handshake import modes
 from handshake.errors import ValidationError
+from handshake.modes import BATTERY_MODES, Command, HardLimits
 from handshake.util.timeutil import iso, parse_iso
+
+__all__ = ["BATTERY_MODES", "LIMIT_KEYS", "MAX_HORIZON_S", "OPTIMIZER_STATUSES", "SCHEMA", "SLOT_S",
+           "UNBOUNDED", "Command", "HardLimits", "Limits", "Plan", "PlanDocument", "PlanSlot",
+           "Slot", "validate"]
 
 SCHEMA = "edgepair.plan/1"
 # One slot of a plan: the quarter hour of the day-ahead and intraday markets.
 SLOT_S = 900
 # A day-ahead market publishes tomorrow at ~13:00 CET: a plan never needs more than two days.
 MAX_HORIZON_S = 48 * 3600
-BATTERY_MODES = ("normal", "hold", "charge")
 OPTIMIZER_STATUSES = ("optimal", "feasible", "fallback", "manual")
 MAX_ID_LEN = 80
 LIMIT_KEYS = ("max_charge_w", "max_discharge_w", "soc_min_pct", "soc_max_pct", "grid_import_max_w")
 _TOP_KEYS = {"schema", "id", "seq", "generated_at", "valid_from", "valid_until", "slot_s",
              "limits", "optimizer", "slots"}
-_SLOT_KEYS = {"start", "battery_mode", "power_w", "soc_target", "loads"}
-
-
-class HardLimits(Protocol):
-    """What a plan is checked against: a frozen dataclass with these fields (LIMIT_KEYS)."""
-
-    @property
-    def max_charge_w(self) -> float: ...
-    @property
-    def max_discharge_w(self) -> float: ...
-    @property
-    def soc_min_pct(self) -> float: ...
-    @property
-    def soc_max_pct(self) -> float: ...
-    @property
-    def grid_import_max_w(self) -> float | None: ...
+_SLOT_KEYS = {"start", "battery_mode", "power_w", "soc_target", "export_cap_w", "loads"}
 
 
 L = TypeVar("L", bound=HardLimits)
@@ -84,6 +79,7 @@ class PlanSlot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     battery_mode: str
     power_w: float | None
     soc_target: float | None
+    export_cap_w: float | None = None
     loads: dict[str, bool] = {}
 
 
@@ -116,6 +112,11 @@ class Slot:
     power_w: float | None = None
     soc_target: float | None = None
     loads: Mapping[str, bool] = field(default_factory=dict)
+    export_cap_w: float | None = None
+
+    @property
+    def command(self) -> Command:
+        return Command(self.battery_mode, self.power_w, self.soc_target, self.export_cap_w)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +143,12 @@ class Plan(Generic[L]):
         """What control.json says about the plan in force."""
         status = ("expired" if now >= self.valid_until else
                   "pending" if now < self.valid_from else "active")
+        savings = self.optimizer.get("savings_eur")
         return {"id": self.id, "seq": self.seq, "valid_until": iso(self.valid_until),
-                "status": status, "optimizer": self.optimizer.get("status")}
+                "status": status, "optimizer": self.optimizer.get("status"),
+                "savings_eur": savings if isinstance(savings, int | float)
+                and not isinstance(savings, bool) and math.isfinite(savings) else None,
+                "reason": _text(self.optimizer.get("reason"))}
 
 
 def validate(doc: Any, limits: L, loads: Collection[str] | None,
@@ -234,13 +239,8 @@ def _time(doc: Mapping[str, Any], key: str, path: str | None = None) -> datetime
                               f"got {value!r}", path or key) from None
 
 
-def _number(value: Any, path: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError(f"expected a number, got {value!r}", path)
-    if not lo <= value <= hi:
-        raise ValidationError(f"expected {lo:g} ≤ value ≤ {hi:g} (the Pi's hard limits), "
-                              f"got {value:g}", path)
-    return float(value)
+def _text(value: Any) -> str | None:
+    return value[:200] if isinstance(value, str) else None
 
 
 def _limits(raw: Any, pi: L) -> L:
@@ -258,7 +258,7 @@ def _limits(raw: Any, pi: L) -> L:
         "soc_min_pct": (pi.soc_min_pct, pi.soc_max_pct), "soc_max_pct": (pi.soc_min_pct, pi.soc_max_pct),
         "grid_import_max_w": (0.0, grid_hi),
     }
-    tightened = {key: _number(raw[key], f"limits.{key}", *values[key]) for key in raw}
+    tightened = {key: modes.number(raw[key], f"limits.{key}", *values[key]) for key in raw}
     limits: L = dataclasses.replace(pi, **tightened)  # type: ignore[type-var]
     if limits.soc_min_pct > limits.soc_max_pct:
         raise ValidationError("soc_min_pct is above soc_max_pct", "limits.soc_min_pct")
@@ -277,21 +277,7 @@ def _slot(raw: Any, i: int, start: datetime, limits: HardLimits,
     if _time(raw, "start", f"{path}.start") != start:
         raise ValidationError(f"expected {iso(start)} (slots are contiguous from valid_from)",
                               f"{path}.start")
-    mode = raw.get("battery_mode")
-    if mode not in BATTERY_MODES:
-        raise ValidationError(f"expected one of {', '.join(BATTERY_MODES)}, got {mode!r}",
-                              f"{path}.battery_mode")
-    power = raw.get("power_w")
-    power_hi = {"charge": limits.max_charge_w, "normal": limits.max_discharge_w, "hold": 0.0}[mode]
-    if power is not None:
-        power = _number(power, f"{path}.power_w", 0.0, power_hi)
-    elif mode == "charge":
-        raise ValidationError("required for a charge slot", f"{path}.power_w")
-    soc = raw.get("soc_target")
-    if soc is not None:
-        soc = _number(soc, f"{path}.soc_target", limits.soc_min_pct, limits.soc_max_pct)
-    elif mode == "charge":
-        raise ValidationError("required for a charge slot", f"{path}.soc_target")
+    command = modes.check(raw, limits, path)
     switches = raw.get("loads", {})
     if not isinstance(switches, dict):
         raise ValidationError("expected an object of load name → true/false", f"{path}.loads")
@@ -302,5 +288,6 @@ def _slot(raw: Any, i: int, start: datetime, limits: HardLimits,
                                   f"{path}.loads.{name}")
         if not isinstance(on, bool):
             raise ValidationError(f"expected true or false, got {on!r}", f"{path}.loads.{name}")
-    return Slot(start=start, end=start + timedelta(seconds=SLOT_S), battery_mode=mode,
-                power_w=power, soc_target=soc, loads=dict(switches))
+    return Slot(start=start, end=start + timedelta(seconds=SLOT_S), battery_mode=command.mode,
+                power_w=command.power_w, soc_target=command.soc_target, loads=dict(switches),
+                export_cap_w=command.export_cap_w)

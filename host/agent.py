@@ -22,6 +22,7 @@ from handshake.errors import FatalError
 from handshake.guard import Guard, GuardedSite
 from handshake.http import add_frontend, make_app
 from handshake.replay import NonceStore
+from host.backup import receiver as backup_receiver
 from host.config import HostConfig
 from host.idle import loop as idle_loop
 from host.inbox import receiver
@@ -64,6 +65,7 @@ def build_app(config: HostConfig, *, boot_id: str | None = None,
         "responses": {"200": _json_response("OpenAPI 3.1 document.", {"type": "object"})},
     })
     receiver.add_routes(app, config)
+    backup_receiver.add_routes(app, config.backup, config.host.state_dir)
     app[PUBLIC_DIR_KEY] = config.public_dir
     add_route(app, "GET", "/data/{name}", public_file, {
         "operationId": "getPublicFile",

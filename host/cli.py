@@ -25,7 +25,6 @@ from host import config as host_config
 from host.agent import TICK_S, run
 from host.idle import cli as idle_cli
 from host.notify import notify, shutdown_reason
-from host.planner import cli as plan_cli
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +35,9 @@ def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
          on_tick: Callable[[], object] | None = None) -> int:
     """Run ``edgepair host …``; ``run`` talks sd_notify itself unless hooks are given."""
     if argv[:1] == ["plan"]:
+        # Lazily: the planner's numpy stays out of the agent that runs all day.
+        from host.planner import cli as plan_cli  # noqa: PLC0415
+
         return plan_cli.main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,

@@ -11,6 +11,7 @@ from handshake import connlimits
 from handshake.util.configfile import load_toml
 from handshake.util.schema import HostPort, Listen, Section, Url, decode
 from handshake.util.secrets import Secrets, load_secrets
+from host.backup.config import HostBackupConfig
 from host.idle.config import IdleConfig
 from host.inbox.config import HostInboxConfig
 from host.planner.config import PlannerConfig
@@ -64,6 +65,7 @@ class HostConfig(Section, frozen=True, kw_only=True):
     inbox: HostInboxConfig | None = None
     planner: PlannerConfig | None = None
     idle: IdleConfig = IdleConfig()
+    backup: HostBackupConfig = HostBackupConfig()
     file: Path = field(default=Path("host.toml"), name="_file")  # set by load()
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import html
 import itertools
@@ -27,6 +28,7 @@ from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso
 from pi import pihole_stats, pistats, replan
 from pi import state as sm
+from pi.backup.service import BackupService
 from pi.config import PiConfig
 from pi.control import planapi
 from pi.demand.service import DemandService
@@ -231,6 +233,11 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 controller.describe_demand = demand.document
             if isinstance(dns, QueryWatcher):
                 dns.on_query = demand.on_dns
+            backup = None
+            if config.backup is not None:
+                backup = BackupService(config, config.backup, secrets.handshake_key,
+                                       lambda: controller.status)
+                controller.observers.append(backup)
             await controller.start()
             verifier = restore_verifier(config, secrets.handshake_key)
             app = build_app(config, controller, secrets.handshake_key, verifier=verifier)
@@ -246,7 +253,9 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                     if config.pihole is not None:
                         group.create_task(pihole_stats.run(config, session))
                     ready()
-                    group.create_task(_publish_pi_stats(config))
+                    group.create_task(_publish_pi_stats(config, backup))
+                    if backup is not None:
+                        group.create_task(backup.run())
                     group.create_task(demand.run())
                     group.create_task(usage.run())  # commits what waits when cancelled
                     if config.control is not None:
@@ -268,7 +277,7 @@ def save_nonces(config: PiConfig, verifier: Verifier) -> None:
     NonceStore(config.private_dir).save(verifier)
 
 
-async def _publish_pi_stats(config: PiConfig) -> None:
+async def _publish_pi_stats(config: PiConfig, backup: BackupService | None = None) -> None:
     path = config.public_dir / "pi.json"
     started = time.time()
     # Once soon after start too: the other daemons write their first files by then.
@@ -278,13 +287,21 @@ async def _publish_pi_stats(config: PiConfig) -> None:
         try:
             document = pistats.collect(config.pi.state_dir, config.daemons(), PI_STATS_INTERVAL_S,
                                        pihole=config.pihole is not None,
-                                       grace_until=started + pistats.STARTUP_GRACE_S)
+                                       grace_until=started + pistats.STARTUP_GRACE_S,
+                                       shares=config.shares(),
+                                       backup=None if backup is None else backup.status())
         except OSError as exc:  # out of descriptors: /proc cannot be read; next round
             quiet.failure("collect", "cannot collect the Pi's figures: %s", exc.strerror or exc)
         else:
             quiet.success("collect", "the Pi's figures are readable again")
             await asyncio.to_thread(documents.try_publish, path, document, quiet)
-        await asyncio.sleep(next(delays))
+        wait = next(delays)
+        if backup is None:
+            await asyncio.sleep(wait)
+        else:  # a finished backup is news: the Pi card shows it at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(backup.finished.wait(), wait)
+            backup.finished.clear()
 
 
 def frontend_default() -> Path:

@@ -24,6 +24,7 @@ from handshake.util.sdnotify import Notifier, Watchdog
 from handshake.util.secrets import load_secrets
 from handshake.util.urls import local_url
 from pi import config as pi_config
+from pi.backup import restore
 
 log = logging.getLogger("edgepair")
 
@@ -66,6 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.add_argument("--side", choices=["pi"], help=argparse.SUPPRESS)
     check.set_defaults(func=cmd_check_config)
+    restore = sub.add_parser("restore", help="rebuild this Pi's state from a backup the host kept",
+                             description="Check every file of a backup archive, then restore the "
+                             "config (if --config does not exist yet), private/ and, if the "
+                             "backup has them and none exist, the secrets. Stop the daemons first.")
+    restore.add_argument("file", type=Path, help="an edgepair-pi-*.tar.gz from the host's "
+                         "backup folder")
+    restore.add_argument("--config", type=Path, required=True,
+                         help="the Pi's config file (written from the backup if missing)")
+    restore.add_argument("--force", action="store_true",
+                         help="set an existing private/ aside (never deleted) and restore")
+    restore.set_defaults(func=cmd_restore)
     return parser
 
 
@@ -169,6 +181,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from handshake import clientcmd  # noqa: PLC0415
 
     return clientcmd.status(*_api(args.config), args.json)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    restore.restore(args.file, args.config, force=args.force,
+                    say=lambda line: print(f"edgepair: {line}"))
+    print("edgepair: restored; start the daemons (systemctl start edgepair-pi-api …)")
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from handshake.util.schema import (
 from handshake.util.secrets import Secrets, load_secrets
 from handshake.util.weekly import WakeTime as WakeTime  # noqa: PLC0414 (re-exported: it lived here)
 from handshake.util.weekly import parse_days as parse_days  # noqa: PLC0414
+from pi.backup.config import BackupConfig
 from pi.control.config import ControlConfig
 from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
@@ -145,6 +146,13 @@ class ScheduleSection(Section, frozen=True, kw_only=True):
     timezone: Annotated[TimeZone | None, Meta(description="default: the Pi's local zone")] = None
 
 
+class ShareSection(Section, frozen=True, kw_only=True):
+    """The standalone SMB share (scripts/samba/edgepair-share.conf): always there, on the Pi
+    itself, whether the host sleeps or not. No daemon owns it; pi.json shows its free space."""
+
+    dir: Annotated[Path, Meta(description="the shared folder")] = Path("/smb/share")
+
+
 class PiConfig(Section, frozen=True, kw_only=True):
     """The whole Pi file; the optional sections configure the daemons that own them."""
 
@@ -161,6 +169,8 @@ class PiConfig(Section, frozen=True, kw_only=True):
     pihole: PiholeStatsConfig | None = None
     mqtt: MqttConfig | None = None
     usage: UsageConfig = UsageConfig()
+    share: ShareSection | None = None
+    backup: BackupConfig | None = None
     file: Path = msgspec.field(default=Path("pi.toml"), name="_file")  # set by load()
 
     @property
@@ -179,6 +189,15 @@ class PiConfig(Section, frozen=True, kw_only=True):
         if self.mqtt is not None and self.mqtt.allow_wake and not self.api.allow_anonymous_wake:
             yield ("mqtt.allow_wake", "expected api.allow_anonymous_wake = true (the button "
                    "goes through the anonymous wake and its rate limit), got false")
+
+    def shares(self) -> dict[str, Path]:
+        """The SMB folders on the Pi whose free space pi.json shows, by share name."""
+        out = {}
+        if self.inbox is not None:
+            out["inbox"] = self.inbox.dir
+        if self.share is not None:
+            out["share"] = self.share.dir
+        return out
 
     def daemons(self) -> tuple[str, ...]:
         """The daemons this file configures: api always, the others when their section exists."""

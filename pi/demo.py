@@ -93,6 +93,15 @@ http_ports = [{HOST_PORT}]
 clients = ["127.0.0.0/8"]
 min_interval_s = 30
 {plugs}
+# Plain storage on the Pi (an SMB share in a real install: scripts/samba/).
+[share]
+dir = "{root / 'share'}"
+
+# The Pi's own state to the host each time it comes online (at most daily).
+[backup]
+after_online_s = 5
+keep = 3
+
 [inbox]
 dir = "{root / 'inbox'}"
 settle_s = 2
@@ -161,6 +170,7 @@ async def _run(root: Path, api_port: int) -> None:
     ports = {name: await plug.start("127.0.0.1", 0) for name, plug in plugs.items()}
     try:
         (root / "inbox").mkdir(exist_ok=True)
+        (root / "share").mkdir(exist_ok=True)
         config = pi_config.load(write_config(root, api_port, ports, inverter_port))
         modules = {name: cli.daemon_module(name) for name in config.daemons()}
         await cli.run_daemons(config, modules, ready=(root / READY).touch,

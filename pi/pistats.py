@@ -20,7 +20,9 @@ UPTIME = Path("/proc/uptime")
 
 def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
             now: float | None = None, *, pihole: bool = False,
-            grace_until: float | None = None) -> PiDocument:
+            grace_until: float | None = None,
+            shares: dict[str, Path] | None = None,
+            backup: dict[str, Any] | None = None) -> PiDocument:
     """One pi.json document; anything the platform lacks is null, never an error.
 
     ``pihole``: whether ``[pihole]`` is configured (the api daemon then writes
@@ -39,6 +41,8 @@ def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
         disk=_disk(state_dir),
         daemons=daemon_states(state_dir / "public", daemons, now, grace_until),
         pihole_configured=pihole,
+        shares={name: _share(path) for name, path in (shares or {}).items()},
+        backup=backup,
     )
 
 
@@ -93,6 +97,14 @@ def _temperature() -> float | None:
         return round(int(THERMAL.read_text().strip()) / 1000, 1)
     except (OSError, ValueError):
         return None
+
+
+def _share(path: Path) -> dict[str, Any]:
+    """A share's folder: its file system's space, or why it cannot be measured."""
+    usage = _disk(path)
+    if usage is None:
+        return {"path": str(path), "error": "not found" if not path.exists() else "not readable"}
+    return usage
 
 
 def _disk(path: Path) -> dict[str, Any] | None:

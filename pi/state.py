@@ -116,9 +116,15 @@ Action = SetDns | SendWol | Alarm | Resolved
 Step = tuple[HostStatus, list[Action]]  # what step returns: the new status, the actions
 
 
+# The reason of the first state of a Pi that has never heard from its host: the dashboard
+# and the CLI then say "unknown, no heartbeat yet" instead of "asleep since <start>".
+NEVER_SEEN = "never_seen"
+
+
 def initial(now: float) -> HostStatus:
-    """A Pi that has never seen the host assumes it asleep until ``rise`` heartbeats say so."""
-    return HostStatus(state=HostState.OFFLINE, since=now)
+    """A Pi that has never seen the host treats it as asleep (DNS on the Pi) until ``rise``
+    heartbeats say otherwise; ``reason`` says that nothing is known yet."""
+    return HostStatus(state=HostState.OFFLINE, since=now, reason=NEVER_SEEN)
 
 
 def step(status: HostStatus, event: Event, now: float, rules: Rules) -> Step:

@@ -4,7 +4,7 @@ Loaded by ``st run`` through ``SCHEMATHESIS_HOOKS``; the key comes from
 ``EDGEPAIR_TEST_KEY`` (hex). A request to an operation the document marks as signed is
 signed over the exact bytes ``requests`` sends (a ``requests`` auth sees the prepared
 request), so generated bodies get past the signature and into validation; an inbox file
-is signed the way the Pi signs it (``X-Content-SHA256`` covered, ``sha256("")`` as the
+or a backup is signed the way the Pi signs it (``X-Content-SHA256`` covered, ``sha256("")`` as the
 body hash), and a positive batch's bytes are framed as one file, so batches get stored
 too. Every other request is sent as generated.
 """
@@ -25,6 +25,7 @@ from handshake.auth import sign
 
 INBOX_FILE = "/api/v1/inbox/"
 INBOX_BATCH = "/api/v1/inbox"
+BACKUP = "/api/v1/backup"
 
 # A batch of inbox files is bytes on the wire, as a file is.
 schemathesis.serializer.alias(inboxwire.CONTENT_TYPE, "application/octet-stream")
@@ -46,7 +47,7 @@ class EdgePairAuth(requests.auth.AuthBase):
             sha256 = hashlib.sha256(body).hexdigest()
             body = inboxwire.encode_batch([(f"batch/{sha256[:16]}", body, sha256)])
             request.body = body  # requests recounts Content-Length after the auth
-        if method == "PUT" and path_qs.startswith(INBOX_FILE):
+        if method == "PUT" and path_qs.startswith((INBOX_FILE, BACKUP)):
             # A well-formed announced hash is made true, so files really get stored; a
             # malformed one is left as generated, for the 400 it must get.
             announced = request.headers.get("X-Content-SHA256", "")

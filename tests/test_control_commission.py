@@ -101,7 +101,7 @@ settle_s = 0
             generated_at=iso(clock()), mode="safe_unverified", reason="not_commissioned"))
         code, out = await edgepair("control", "commission", "--config", str(path))
         assert code == 0, out
-        assert "baseline of 15 register(s) saved" in out
+        assert "baseline of 19 register(s) saved" in out
         assert "verify" in out
         baseline = atomic.read_json(config.private_dir / daemon.BASELINE_FILE)
         assert baseline["devices"]["inverter"]["registers"]["max_discharge_a"] == 100

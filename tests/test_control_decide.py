@@ -43,7 +43,7 @@ def test_following_a_slot() -> None:
                         loads=("boiler",))
     assert decision.follow
     assert decision.battery_mode == "charge"
-    assert decision.values == {"power_w": 2000.0, "soc_target": 80.0}
+    assert decision.values == {"power_w": 2000.0, "soc_target": 80.0, "export_cap_w": None}
     assert decision.loads == {"boiler": "on"}
     assert decision.state.plan_id == "p1"
 
@@ -66,6 +66,25 @@ def test_normal_holds_at_the_soc_floor(soc: float, previous: str | None, mode: s
     state = d.State(plan_id="p1", battery_mode=previous)
     decision = d.decide(make({"battery_mode": "normal"}), T0, dataclasses.replace(OK, soc_pct=soc), state)
     assert decision.battery_mode == mode
+
+
+DISCHARGE = {"battery_mode": "discharge", "power_w": 1500, "soc_target": 30}
+
+
+@pytest.mark.parametrize(("slot", "soc", "previous", "mode"), [
+    (DISCHARGE, 31.0, None, "discharge"), (DISCHARGE, 30.0, None, "hold"),
+    (DISCHARGE, 31.9, "hold", "hold"), (DISCHARGE, 32.1, "hold", "discharge"),
+    ({"battery_mode": "discharge", "power_w": 1500}, 10.0, None, "hold"),  # no target: the Pi's floor
+    ({"battery_mode": "discharge", "power_w": 0}, 10.0, None, "discharge"),  # at rest stays at rest
+    ({"battery_mode": "limit_export", "export_cap_w": 0}, 50.0, None, "limit_export"),
+    ({"battery_mode": "limit_export", "export_cap_w": 0}, 10.0, None, "hold"),
+])
+def test_discharge_and_limit_export_hold_at_their_floor(slot: dict[str, object], soc: float,
+                                                         previous: str | None, mode: str) -> None:
+    state = d.State(plan_id="p1", battery_mode=previous)
+    decision = d.decide(make(slot), T0, dataclasses.replace(OK, soc_pct=soc), state)
+    assert decision.battery_mode == mode
+    assert decision.values["export_cap_w"] == slot.get("export_cap_w")
 
 
 def test_hard_limit_needs_two_readings_and_latches_to_the_slot_end() -> None:
@@ -110,12 +129,13 @@ def test_targets_resolve_profiles_and_loads() -> None:
     config = ControlConfig.of(profile=SIM, address="127.0.0.1", limits=LIMITS, loads=(load_config(502),))
     follow = d.decide(make({**CHARGE, "loads": {"boiler": True}}), T0, OK, d.State(), ("boiler",))
     assert d.targets(follow, config, {}) == {"mode": 2, "charge_w": 2000, "soc_target": 80,
-                                             "load.boiler.switch": 1}
+                                             "export_limit_w": 65535, "load.boiler.switch": 1}
     safe = d.decide(None, T0, OK, d.State(), ("boiler",))
     baseline = {"inverter": {"mode": 0, "charge_w": 0, "soc_target": 90, "max_discharge_w": 3000},
                 "load.boiler": {"switch": 1}}
     assert d.targets(safe, config, baseline) == {"mode": 0, "charge_w": 0, "soc_target": 90,
-                                                 "max_discharge_w": 3000, "load.boiler.switch": 1}
+                                                 "max_discharge_w": 3000, "discharge_w": 0,
+                                                 "export_limit_w": 65535, "load.boiler.switch": 1}
 
 
 def test_targets_without_a_baseline_need_commissioning() -> None:

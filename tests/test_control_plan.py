@@ -53,7 +53,14 @@ _DELETE = object()
     (_set("valid_until", iso(T0 + timedelta(hours=49))), "valid_until", "48 h"),
     (_set("slots", []), "slots", "expected 2 slots"),
     (_set("slots.1.start", iso(T0)), "slots[1].start", "contiguous"),
-    (_set("slots.1.battery_mode", "discharge"), "slots[1].battery_mode", "normal, hold, charge"),
+    (_set("slots.1.battery_mode", "boost"), "slots[1].battery_mode",
+     "normal, hold, charge, discharge, limit_export"),
+    (_set("slots.1.battery_mode", "discharge"), "slots[1].power_w", "required for a discharge slot"),
+    (_set("slots.1.battery_mode", "limit_export"), "slots[1].export_cap_w",
+     "required for a limit_export slot"),
+    (_set("slots.1.export_cap_w", 0), "slots[1].export_cap_w", "a capped normal slot is limit_export"),
+    (_set("slots.0.export_cap_w", -1), "slots[0].export_cap_w", "hard limits"),
+    (_set("slots.0.export_cap_w", 0), None, None),  # valid: charging without feed-in
     (_set("slots.0.power_w", None), "slots[0].power_w", "required for a charge slot"),
     (_set("slots.0.soc_target", _DELETE), "slots[0].soc_target", "required for a charge slot"),
     (_set("slots.0.power_w", 4500), "slots[0].power_w", "hard limits"),
@@ -124,7 +131,7 @@ def test_slots_and_summary() -> None:
     assert plan.summary(T0)["status"] == "active"
     assert plan.summary(T0 + timedelta(hours=1)) == {
         "id": "p1", "seq": 1, "valid_until": iso(T0 + timedelta(minutes=30)), "status": "expired",
-        "optimizer": "optimal"}
+        "optimizer": "optimal", "savings_eur": None, "reason": None}
 
 
 def test_48_hours_of_slots_is_the_most() -> None:

@@ -63,9 +63,11 @@ def test_implausible_telemetry_and_missing_baselines() -> None:
     sim = profiles.load(profiles.PROFILES_DIR / "sim-inverter.toml")
     with pytest.raises(ImplausibleTelemetry, match="soc_pct = 150"):
         sim.decode_telemetry({"soc_pct": 1500, "battery_w": 0, "grid_w": 0})
-    assert sim.targets("hold", {}, {}) == {"mode": 1}  # "keep" registers are left alone
+    # "keep" registers are left alone; no export cap in the slot: the baseline's (default)
+    assert sim.targets("hold", {}, {}) == {"mode": 1, "export_limit_w": 65535}
     assert sim.targets(None, {}, {}) == {"mode": 0, "charge_w": 0, "soc_target": 100,
-                                         "max_discharge_w": 5000}  # profile defaults
+                                         "max_discharge_w": 5000, "discharge_w": 0,
+                                         "export_limit_w": 65535}  # profile defaults
     deye = profiles.load(profiles.PROFILES_DIR / "deye-sg-lp1.toml")
     with pytest.raises(NotCommissioned):
         deye.targets(None, {}, {})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -101,7 +102,10 @@ listen = "127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
 at = "07:00"
 [usage]
 publish_interval_s = 3600
+[share]
+dir = "{root / 'share'}"
 """)
+    (root / "share").mkdir()
     site = PiSite(root=root, url=f"http://127.0.0.1:{port}", public=root / "state" / "public",
                   wol=wol, host_url=f"http://127.0.0.1:{free_port()}")
     # The host agent, for host mode, serves the full dashboard; the Pi does not poll it.
@@ -196,8 +200,10 @@ def test_values_from_the_files_appear_in_their_cards(tab: Tab, pi_site: PiSite) 
     for name in ("host", "inbox", "power", "control", "pihole", "pi"):
         assert card(tab, name) == "ok", (name, t(f"#card-{name}"))
         assert t(f"#card-{name} .card-head .age").startswith("updated"), name
-    # host: the daemon's own host.json, the fixture snapshot
-    assert t("[data-field=host-state]") == "asleep"
+    # host: the daemon's own host.json (a host it has never heard from), the fixture snapshot
+    assert t("[data-field=host-state]") == "unknown"
+    assert t("[data-field=host-detail]") in ("— no heartbeat yet", "— no answer to heartbeats yet")
+    assert tab.page.locator("[data-field=since]").count() == 0  # not "asleep since <start>"
     assert t("[data-fact=dns] dd") == "nas.home.arpa → 127.0.0.2 (the Pi)"
     assert "(schedule)" in t("[data-fact=next-wake] dd")
     assert t("[data-part=snapshot] [data-fact=storage] dd").startswith("2.7 TB of 4.3 TB used (62 %)")
@@ -226,9 +232,14 @@ def test_values_from_the_files_appear_in_their_cards(tab: Tab, pi_site: PiSite) 
     assert t("#card-control [data-field=mode]") == "following the plan"
     assert t("#card-control .headline") == "following the plan"  # its slot is shown below
     assert t("#card-control [data-fact=writes] dd") == "14 of 200"
+    assert t("#card-control [data-fact=saving] dd") == "0.42 EUR"
+    assert t("#card-control [data-fact=slot] dd").endswith(
+        "battery charge at 2.50 kW to 80 %, feed-in ≤ 0.0 W")
     assert t("#card-control [data-fact=readback] dd") == "battery 54 % · charging 2.48 kW · exporting 320.0 W"
     assert t("#card-pi [data-fact=hostname] dd") == os.uname().nodename
     assert t("#card-pi [data-fact=daemons] dd").startswith("api ")
+    assert re.fullmatch(r"[\d.]+ [KMGT]?B free of [\d.]+ [KMGT]?B",
+                        t("#card-pi [data-fact=share-share] dd")), t("#card-pi [data-fact=share-share] dd")
     tab.shot("dashboard-1280.png")
     tab.assert_clean()
 
@@ -263,7 +274,7 @@ def test_a_stale_file_is_stale_and_a_broken_file_breaks_only_its_card(
         assert "written by a newer edgepair (edgepair.snapshot/2)" in tab.text(snap)
         # the rest is untouched
         assert card(tab, "host") == "ok"
-        assert tab.text("[data-field=host-state]") == "asleep"
+        assert tab.text("[data-field=host-state]") == "unknown"
         assert card(tab, "pi") == "ok"
         # power.json is not refreshed while the page is open: live → stale by itself
         tab.page.wait_for_selector("#card-power[data-status=stale]", timeout=WAIT_MS)
@@ -350,6 +361,10 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
         off: s.hostView({state: "unreachable", power: {state: "off", watts: 0.4, stale: false}}),
         unknown: s.hostView({state: "unreachable", power: null}),
         going: s.hostView({state: "going_offline", reason: "suspend"}),
+        neverSeen: s.hostView({state: "offline", reason: "never_seen", last_heartbeat: null}),
+        neverAnswered: s.hostView({state: "offline", reason: "never_seen",
+                                   last_heartbeat: {ok: false, at: at(2)}}),
+        asleep: s.hostView({state: "offline", reason: null}),
         timedOut: s.wakeView(sent, {state: "waking", since: at(200)}, false, now),
         gaveUp: s.wakeView({...sent, sentAt: now - 5000}, {state: "unreachable", since: at(1),
                            power: {state: "off", watts: 0.3, stale: false}}, false, now),
@@ -381,6 +396,20 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
         absentControl: s.absentWords("control", {daemons: {api: {}}}).key,
         absentPihole: s.absentWords("pihole", {daemons: {api: {}}}).key,
         pendingPihole: s.absentWords("pihole", {daemons: {api: {}}, pihole_configured: true}),
+        shares: cards.shareFacts({
+          inbox: {path: "/srv/edgepair/inbox", total_bytes: 32e9, used_bytes: 31.5e9, free_bytes: 0.5e9},
+          share: {path: "/smb/share", error: "not found"},
+          usb: {path: "/mnt/usb", total_bytes: 1e12, used_bytes: 1e11, free_bytes: 9e11},
+        }).map(([label, node, key]) => [label, node.textContent, node.className ?? "", key]),
+        noShares: cards.shareFacts(undefined).length + cards.shareFacts([1]).length,
+        backupOk: (() => { const f = cards.backupFacts({enabled: true, running: false,
+            last_ok: {at: at(3600), bytes: 14.2e6}, last_error: null, next_due: at(-82800)}, now);
+          return f[0][1].textContent; })(),
+        backupFailing: cards.backupFacts({enabled: true, running: false, last_ok: null,
+            last_error: {at: at(60), message: "host: 507 insufficient_storage"}, next_due: null},
+          now)[0][1].textContent,
+        backupRunning: cards.backupFacts({enabled: true, running: true}, now)[0][1].textContent,
+        noBackup: cards.backupFacts(null, now).length,
       };
     }""")
     assert got["lastKnown"] == "last known: online"  # a stale host.json is not news
@@ -389,6 +418,9 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
     assert got["off"]["detail"] == "off: its plug draws next to nothing (0.4 W)"
     assert got["unknown"]["detail"] == "hung or off: no plug measures the host"
     assert got["going"]["word"] == "going to sleep"
+    assert (got["neverSeen"]["word"], got["neverSeen"]["detail"]) == ("unknown", "no heartbeat yet")
+    assert got["neverAnswered"]["detail"] == "no answer to heartbeats yet"
+    assert got["asleep"]["word"] == "asleep"
     assert got["timedOut"]["message"].startswith("Not answering: the host did not come up within 3 min")
     assert got["timedOut"]["disabled"] is False
     assert "(off: its plug draws next to nothing (0.3 W))" in got["gaveUp"]["message"]
@@ -416,6 +448,16 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
     assert (got["absentPower"], got["absentControl"]) == ("no-data", "not-configured")
     # Pi-hole: "not configured" only when pi.json says so, else it is just not there yet
     assert got["absentPihole"] == "not-configured"
+    assert got["shares"] == [
+        ["Inbox space", "500 MB free of 32.0 GB", "tone-text-bad", "share-inbox"],  # low: < 1 GB
+        ["Share space", "/smb/share: not found", "tone-text-bad", "share-share"],
+        ["usb space", "900 GB free of 1.0 TB", "", "share-usb"]]
+    assert got["noShares"] == 0
+    assert got["backupOk"] == "11:00 (1 h ago), 14.2 MB to the host; next Fri 16 Jan, 11:00"
+    assert got["backupFailing"] == ("none yet; last try failed: host: 507 insufficient_storage"
+                                    "; next when the host is online")
+    assert got["backupRunning"] == "sending now"
+    assert got["noBackup"] == 0
     assert got["pendingPihole"] == {"key": "no-data",
                                     "text": "no data yet (waiting for Pi-hole's first summary)"}
     tab.assert_clean()
@@ -424,7 +466,7 @@ def test_decisions_run_in_the_browser(tab: Tab, pi_site: PiSite) -> None:
 def test_wake_sends_a_magic_packet_and_the_button_follows_the_host(
         tab: Tab, pi_site: PiSite) -> None:
     tab.open(pi_site.url + "/")
-    assert tab.text("[data-field=host-state]") == "asleep"
+    assert tab.text("[data-field=host-state]") == "unknown"  # never seen since the Pi started
     assert tab.page.get_attribute("#wake-status", "aria-live") == "polite"
     tab.page.click("#wake")
     packet, sender = pi_site.wol.recvfrom(1024)

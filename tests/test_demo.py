@@ -91,6 +91,12 @@ async def test_demo_wakes_the_host_flips_dns_delivers_the_inbox_and_stops(
         assert {plug["name"] for plug in power["plugs"]} == {"nas", "fridge"}
         control = json.loads((public / "control.json").read_text())
         assert control["mode"] in {"following", "safe"}
+        # The host came online: the Pi's state went to it as a backup, and pi.json says so.
+        backups = tmp_path / "demo" / "host-state" / "backups"
+        await _wait_for(lambda: list(backups.glob("edgepair-pi-*.tar.gz")), 20, "the Pi's backup")
+        await _wait_for(lambda: (json.loads((public / "pi.json").read_text()).get("backup")
+                                 or {}).get("last_ok"), 15, "the backup in pi.json")
+        assert "share" in json.loads((public / "pi.json").read_text())["shares"]
 
         # Nothing to do: the host's idle loop suspends it by itself, and a LAN client that
         # asks for its name wakes it again.

@@ -92,11 +92,18 @@ class Swapper(threading.Thread):
                 time.sleep(SWAP_HOLD_S)
                 os.rename(sub, link)
                 os.unlink(link)
-                os.rename(real, sub)  # sub is the inbox's folder again
+                try:
+                    os.rename(real, sub)  # sub is the inbox's folder again
+                except FileNotFoundError:  # the daemon pruned it while emptied: a new one
+                    sub.mkdir()
                 name = self.names[i % len(self.names)]
                 if not (sub / name).exists():
                     data = f"inside {i} ".encode() * (7500 if name.startswith("big") else 1)
-                    (sub / name).write_bytes(data)
+                    try:
+                        (sub / name).write_bytes(data)
+                    except FileNotFoundError:  # pruned between the rename and the write
+                        sub.mkdir(exist_ok=True)
+                        (sub / name).write_bytes(data)
                     self.dropped.append(data)
                 time.sleep(SWAP_HOLD_S)
         except BaseException as exc:

@@ -15,7 +15,7 @@ import pytest
 
 from handshake import documents
 from handshake.documents import ControlDocument, PlanSummary, Readback
-from handshake.errors import RequestError
+from handshake.errors import ConfigError, RequestError
 from handshake.util.timeutil import iso
 from host import config as host_config
 from host.planner import cli
@@ -214,30 +214,59 @@ def test_the_demo_plan_is_valid_on_the_demo_pi(tmp_path: Path) -> None:
     assert doc["optimizer"]["savings_eur"] > -0.01  # a sunny day leaves little to gain
 
 
-def test_a_plan_that_would_do_worse_than_doing_nothing_is_not_pushed_as_such() -> None:
-    """A sunny day with paid import at noon: the modes the inverter knows lose what the
-    DP found (the benchmark's negative-price day); the plan leaves the inverter alone."""
+async def test_a_plan_worse_than_doing_nothing_is_never_pushed(
+        tmp_path: Path, pi: tuple[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """Modes that cannot follow the forecast (here: charging from the grid all day): the
+    check simulates them, finds them dearer than doing nothing and pushes self-consumption."""
+    from handshake.modes import Command  # noqa: PLC0415
     from host.planner import dp  # noqa: PLC0415
-    from host.planner.config import BatteryModel, PlannerConfig, Source  # noqa: PLC0415
-    from tests.test_planner_dp import winter_day  # noqa: PLC0415
 
-    price, pv, load = winter_day(1, slots=96)
-    price = [-0.05 if 40 <= t < 60 else x for t, x in enumerate(price)]
-    battery = BatteryModel(capacity_wh=10_000, soc_min_pct=10, soc_max_pct=100,
-                           max_charge_w=3000, max_discharge_w=3000, round_trip_efficiency=0.9)
-    planner = PlannerConfig.of(prices=Source("/unused.json"), battery=battery, soc_step_pct=0.1)
-    start = datetime(2030, 6, 1, tzinfo=UTC)
-    data = cli.Inputs(start=start, price=price, export_price=[0.08] * 96,
-                      pv_w=[w * 8 for w in pv], load_w=load, loads={})
-    problem = dp.Problem(price=price, export_price=[0.08] * 96, pv_w=data.pv_w, load_w=load,
-                         battery=battery, soc0_pct=50, slot_s=cli.SLOT_S, soc_step_pct=0.1)
-    executed = dp.net_cost(problem, dp.execute(problem, dp.modes(problem, dp.solve(problem))))
-    assert executed > dp.net_cost(problem, dp.self_consumption(problem))  # the trap is real
-    plan = cli.build(planner, data, 50.0, "config", 1, start)
-    assert plan["optimizer"]["status"] == "fallback"
-    assert {s["battery_mode"] for s in plan["slots"]} == {"normal"}
-    assert plan["optimizer"]["savings_eur"] == 0
-    assert validate(plan, battery_limits(battery), ()).optimizer["status"] == "fallback"
+    def bad(p: dp.Problem, _: dp.Solution) -> list[Command]:
+        return [Command("charge", 3000.0, 95.0)] * p.slots
+
+    monkeypatch.setattr(dp, "modes", bad)
+    url, private = pi
+    path = host_toml(tmp_path, url, extra="export_cap_w = 2000")
+    assert await run(path) == 0
+    out = capsys.readouterr().out
+    assert "not the DP's plan: the plan as the Pi would carry it out costs" in out
+    assert "self-consumption instead" in out
+    assert any("self-consumption instead" in r.message and r.levelname == "WARNING"
+               for r in caplog.records)
+    stored = json.loads((private / PLAN_FILE).read_text())  # what went out to the Pi
+    opt = stored["optimizer"]
+    assert opt["status"] == "fallback"
+    assert "self-consumption instead" in opt["reason"]
+    assert opt["planned_cost_eur"] > opt["baseline_cost_eur"] == opt["expected_cost_eur"]
+    assert opt["savings_eur"] == 0
+    # Self-consumption within the site's export cap.
+    assert {(s["battery_mode"], s.get("export_cap_w")) for s in stored["slots"]} == \
+        {("limit_export", 2000.0)}
+
+
+async def test_export_prices_and_caps_from_the_config(tmp_path: Path, pi: tuple[str, Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    url, _ = pi
+    start = slot_now() - timedelta(hours=1)
+    rows = ["start,price_eur_kwh"] + [f"{iso(start + timedelta(minutes=15 * q))},"
+                                      f"{-0.02 if 20 <= q < 40 else 0.05}" for q in range(4 * 26)]
+    (tmp_path / "export.csv").write_text("\n".join(rows) + "\n")
+    text = host_toml(tmp_path, url).read_text().replace("export_price_eur_kwh = 0.07\n", "")
+    (tmp_path / "host.toml").write_text(text + 'export_prices = "export.csv"\n'
+                                        "export_cap_w = 3000\nnegative_price_export_cap_w = 0\n")
+    assert await run(tmp_path / "host.toml", "--dry-run", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    caps = {s.get("export_cap_w") for s in doc["slots"]}
+    assert caps <= {0.0, 3000.0}
+    assert 0.0 in caps  # while feeding in costs money: curtailed to nothing
+    (tmp_path / "host.toml").write_text(text + 'export_prices = "export.csv"\n'
+                                        "export_price_eur_kwh = 0.07\n")
+    with pytest.raises(ConfigError, match=r"export_price_eur_kwh: expected either"):
+        host_config.load(tmp_path / "host.toml")
+    (tmp_path / "host.toml").write_text(text + 'export_prices = "missing.csv"\n')
+    with pytest.raises(InputError, match=r"missing\.csv: cannot read"):
+        await run(tmp_path / "host.toml", "--dry-run")
 
 
 def battery_limits(battery: Any) -> Any:

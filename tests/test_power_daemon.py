@@ -246,3 +246,23 @@ async def test_an_unreachable_host_is_hung_or_off_by_its_plug_end_to_end(
         assert (power["plug"], power["state"], power["watts"]) == ("nas", "off", 0.8)
         host_json = json.loads((public / "host.json").read_text())
         assert host_json["state"] == "unreachable"
+
+
+async def test_the_first_reading_is_published_at_once_not_a_publish_period_later(
+        tmp_path: Path, plugs: dict[str, EmulatedPlug]) -> None:
+    """A newcomer's interval_s = 1: power.json shows the plug within ~1 s, not ~10 s."""
+    path = power_config(tmp_path, [PlugSpec("nas", plugs["nas"].port, "klap", "host", 1.0)],
+                        update_timeout_s=5.0, publish_interval_s=10.0)
+    public = pi_config.load(path).public_dir
+    async with running(path):
+        started = time.monotonic()
+        entry = await wait_plug(public, "nas", lambda e: e.get("live_w") == 30.0, timeout=8)
+        took = time.monotonic() - started
+        # the regular refresh would have come only after publish_interval_s (10 s)
+        assert took < 5.0, took
+        assert entry["health"] == "ok"
+        # and a plug that stops answering is news too: "failing" long before 10 s
+        await plugs["nas"].stop()
+        failing_from = time.monotonic()
+        await wait_plug(public, "nas", lambda e: e.get("health") != "ok", timeout=8)
+        assert time.monotonic() - failing_from < 7.0

@@ -56,7 +56,8 @@ PI_OPERATIONS = {"GET /", "GET /api/v1/health", "GET /api/v1/status", "GET /data
                  "POST /api/v1/host/coming-online", "POST /api/v1/host/going-offline",
                  "POST /api/v1/wake", "PUT /api/v1/plan"}
 HOST_OPERATIONS = {"GET /", "GET /api/v1/dashboard", "GET /api/v1/health", "GET /data/{name}",
-                   "POST /api/v1/inbox", "PUT /api/v1/inbox/{path}"}
+                   "POST /api/v1/inbox", "PUT /api/v1/inbox/{path}", "GET /api/v1/backup",
+                   "PUT /api/v1/backup"}
 
 CONTROL = """
 [control]
@@ -144,4 +145,7 @@ def test_the_host_agent_answers_every_generated_request_as_documented(site: Site
     assert accepted(report, "POST /api/v1/inbox") > 0
     assert any(p.is_file() for p in (site.root / "inbox").rglob("*"))
     assert any(p.is_file() for p in (site.root / "inbox/batch").iterdir())
+    # … and signed backups with a true hash too (the newest keep of them)
+    assert accepted(report, "PUT /api/v1/backup") > 0
+    assert list((site.root / "host-state/backups").glob("edgepair-pi-*.tar.gz"))
     asyncio.run(wait_http(site.host_url + "/api/v1/health", timeout=2))

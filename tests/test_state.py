@@ -7,6 +7,7 @@ import random
 import pytest
 
 from pi.state import (
+    NEVER_SEEN,
     Alarm,
     ComingOnline,
     GoingOffline,
@@ -185,6 +186,18 @@ def test_initial_is_offline_pointing_at_pi() -> None:
     status = initial(T0)
     assert status.state is S.OFFLINE
     assert status.dns_target == "pi"
+    assert status.reason == NEVER_SEEN  # says "nothing known yet", not "asleep since start"
+
+
+def test_never_seen_ends_with_the_first_state_the_heartbeats_establish() -> None:
+    status = initial(T0)
+    status, _ = step(status, HeartbeatFail(), T0 + 1, RULES)
+    assert status.reason == NEVER_SEEN  # failing heartbeats alone still know nothing
+    status, _ = step(status, HeartbeatOk(), T0 + 2, RULES)
+    status, _ = step(status, HeartbeatOk(), T0 + 3, RULES)
+    assert (status.state, status.reason) == (S.ONLINE, None)
+    again = HostStatus.from_json(initial(T0).to_json())
+    assert again.reason == NEVER_SEEN  # survives a restart before the host was ever seen
 
 
 EVENTS = [HeartbeatOk(), HeartbeatFail(), GoingOffline("suspend"), GoingOffline("reboot", T0 + 50),

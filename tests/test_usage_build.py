@@ -10,8 +10,10 @@ import pytest
 from handshake import documents
 from handshake.documents import UsageDocument
 from handshake.messages import WAKE_REASONS
+from pi import state as sm
 from pi.usage.build import HostEnergy, build, online_minutes
 from pi.usage.ledger import Interval, Wake
+from pi.usage.service import ledger_state
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -201,3 +203,15 @@ def test_the_document_round_trips_through_the_public_reader() -> None:
     assert documents.schema_of(UsageDocument) == "edgepair.usage/1"
     assert documents.FILES[UsageDocument] == "usage.json"
     assert again.stale_after_s == 180
+
+
+def test_hours_before_the_host_was_ever_seen_are_unknown_not_asleep() -> None:
+    assert ledger_state(sm.initial(0.0)) == "unknown"
+    asleep = sm.HostStatus(state=sm.HostState.OFFLINE, since=0.0, reason="suspend")
+    assert ledger_state(asleep) == "offline"
+    up, _ = sm.step(sm.step(sm.initial(0.0), sm.HeartbeatOk(), 1.0, sm.Rules(rise=2))[0],
+                    sm.HeartbeatOk(), 2.0, sm.Rules(rise=2))
+    assert ledger_state(up) == "online"
+    day = build([Interval(0, 3_600_000, "unknown"), Interval(3_600_000, 7_200_000, "offline")],
+                [], 7200.0, tz=ZoneInfo("UTC"))
+    assert day.days[-1].hours_online == 0

@@ -40,7 +40,7 @@ def wol_listener(site: Site) -> socket.socket:
 
 
 async def test_a_wake_through_the_api_lands_in_usage_json_and_the_ledger(tmp_path: Path) -> None:
-    # No host agent: the host stays asleep (offline) until the wake.
+    # No host agent: the Pi never hears from the host (unknown) until the wake.
     site = Site(tmp_path, interval=0.2, extra_pi="[usage]\nprice_per_kwh = 0.32\n")
     udp = wol_listener(site)
     pi = site.start_pi()
@@ -50,7 +50,7 @@ async def test_a_wake_through_the_api_lands_in_usage_json_and_the_ledger(tmp_pat
         first = await wait_usage(usage_json, lambda d: d.days)
         assert first.recent_wakes == []
         assert first.price_per_kwh == 0.32
-        assert first.today[-1].state == "offline"
+        assert first.today[-1].state == "unknown"  # never heard from: neither up nor asleep
         async with HandshakeClient(site.api, KEY) as client:
             answer = await client.request("POST", "/api/v1/wake", {"source": "api"})
         assert answer["sent"] is True
@@ -70,7 +70,7 @@ async def test_a_wake_through_the_api_lands_in_usage_json_and_the_ledger(tmp_pat
     with sqlite3.connect(tmp_path / "pi-state/private/usage.sqlite3") as db:
         assert db.execute("SELECT reason, client FROM wakes").fetchall() == [("api", None)]
         states = [s for (s,) in db.execute("SELECT state FROM intervals ORDER BY start_ms")]
-    assert states == ["offline", "waking"]
+    assert states == ["unknown", "waking"]
 
 
 async def test_a_plan_about_to_expire_wakes_the_host_with_reason_plan(tmp_path: Path) -> None:

@@ -167,7 +167,41 @@ export function renderPihole(body, doc, ctx) {
     ]));
 }
 
-export function renderPi(body, doc) {
+const SHARE_LABEL = { inbox: "Inbox space", share: "Share space" };
+
+/** pi.json's shares: each SMB folder's free space (low: under 10 % or 1 GB). */
+export function shareFacts(shares) {
+  if (!shares || typeof shares !== "object" || Array.isArray(shares)) return [];
+  return Object.entries(shares).map(([name, s]) => {
+    const label = SHARE_LABEL[name] ?? `${name} space`;
+    if (!s || typeof s !== "object" || typeof s.free_bytes !== "number" || typeof s.total_bytes !== "number") {
+      return [label, h("span", { class: "tone-text-bad" }, `${s?.path ?? name}: ${s?.error ?? "unknown"}`), `share-${name}`];
+    }
+    const low = s.free_bytes < 1e9 || s.free_bytes < 0.1 * s.total_bytes;
+    return [label, h("span", { class: low ? "tone-text-bad" : null },
+      `${bytes(s.free_bytes)} free of ${bytes(s.total_bytes)}`), `share-${name}`];
+  });
+}
+
+/** pi.json's backup: the last good one, or the failure that is news, and the next one. */
+export function backupFacts(backup, nowMs) {
+  if (!backup || typeof backup !== "object") return [];
+  const ok = backup.last_ok;
+  const okAt = parseTime(ok?.at);
+  const err = backup.last_error;
+  const next = parseTime(backup.next_due);
+  const parts = [];
+  if (backup.running) parts.push("sending now");
+  else if (okAt) parts.push(h("span", {}, `${clock(okAt, nowMs)} (`, since(okAt, nowMs), `), ${bytes(ok.bytes)} to the host`));
+  else parts.push("none yet");
+  if (err?.message) parts.push(h("span", { class: "tone-text-bad" }, `; last try failed: ${err.message}`));
+  if (backup.enabled === false) parts.push(" (off)");
+  else if (next && !backup.running) parts.push(`; next ${clock(next, nowMs)}`);
+  else if (!backup.running) parts.push("; next when the host is online");
+  return [["Backup", h("span", {}, ...parts), "backup"]];
+}
+
+export function renderPi(body, doc, ctx) {
   const load = Array.isArray(doc.load) ? doc.load : [];
   const memory = doc.memory;
   const disk = doc.disk;
@@ -181,6 +215,8 @@ export function renderPi(body, doc) {
     ["Memory", memory ? `${bytes(memory.used_bytes)} of ${bytes(memory.total_bytes)} used (${percent((100 * memory.used_bytes) / memory.total_bytes, 0)})` : "—", "memory"],
     ["Temperature", typeof temp === "number" ? pill(`${num(temp, 1)} °C`, tempTone) : "not available", "temperature"],
     ["Disk", disk ? `${bytes(disk.used_bytes)} of ${bytes(disk.total_bytes)} used (${percent((100 * disk.used_bytes) / disk.total_bytes, 0)})` : "—", "disk"],
+    ...shareFacts(doc.shares),
+    ...backupFacts(doc.backup, ctx?.now ?? Date.now()),
     ["Up", typeof doc.uptime_s === "number" ? duration(doc.uptime_s) : "—", "uptime"],
     ["Name", doc.hostname ?? "—", "hostname"],
     ["Daemons", daemons.length ? daemons.map(([name, d]) =>
@@ -193,7 +229,17 @@ const CONTROL_MODE = {
   safe: ["safe state", "busy"],
   safe_unverified: ["safe state NOT verified", "bad"],
 };
-const BATTERY_MODE = { normal: "normal", hold: "hold", charge: "charge" };
+const BATTERY_MODE = {
+  normal: "normal", hold: "hold", charge: "charge", discharge: "discharge",
+  limit_export: "self-consumption",
+};
+
+/** The plan's expected saving against doing nothing, and why the host fell back, if it did. */
+function savingWords(plan) {
+  if (!plan || typeof plan.savings_eur !== "number") return null;
+  const eur = `${plan.savings_eur.toFixed(2)} EUR`;
+  return plan.reason ? `${eur} (${plan.reason})` : eur;
+}
 
 export function renderControl(body, doc, ctx) {
   const [word, tone] = CONTROL_MODE[doc.mode] ?? [String(doc.mode), "bad"];
@@ -210,7 +256,9 @@ export function renderControl(body, doc, ctx) {
     facts([
       ["Plan", plan ? `${plan.id} #${plan.seq}, ${plan.status}${until ? `, ${until > ctx.now ? "valid for" : "expired"} ${duration(Math.abs(until - ctx.now) / 1000)}${until > ctx.now ? "" : " ago"}` : ""}` : "none", "plan"],
       ["Now", slot ? `${clock(parseTime(slot.start), ctx.now)}–${clock(parseTime(slot.end), ctx.now)}: battery ${BATTERY_MODE[slot.battery_mode] ?? slot.battery_mode}`
-        + `${typeof slot.power_w === "number" ? ` at ${watts(slot.power_w)}` : ""}${typeof slot.soc_target === "number" ? ` to ${percent(slot.soc_target, 0)}` : ""}` : null, "slot"],
+        + `${typeof slot.power_w === "number" ? ` at ${watts(slot.power_w)}` : ""}${typeof slot.soc_target === "number" ? ` to ${percent(slot.soc_target, 0)}` : ""}`
+        + `${typeof slot.export_cap_w === "number" ? `, feed-in ≤ ${watts(slot.export_cap_w)}` : ""}` : null, "slot"],
+      ["Expected saving", savingWords(plan), "saving"],
       ["Loads", loads.length ? loads.map(([n, on]) => `${n} ${on ? "on" : "off"}`).join(", ") : null, "loads"],
       ["Device", rb ? deviceWords(rb) : null, "readback"],
       ["Writes today", typeof doc.writes_today === "number" ? `${num(doc.writes_today)} of ${num(doc.write_budget)}` : null, "writes"],
@@ -250,7 +298,7 @@ export function renderHost(body, doc, ctx) {
       // Stale: what the Pi last said, not what the host is doing now.
       pill(ctx.stale ? `last known: ${view.word}` : view.word, ctx.stale ? "idle" : view.tone,
         { "data-field": "host-state", "data-state": doc.state }),
-      stateSince ? h("span", { "data-field": "since" }, ` since ${clock(stateSince, ctx.now)} (`, since(stateSince, ctx.now), ")") : null,
+      stateSince && view.known !== false ? h("span", { "data-field": "since" }, ` since ${clock(stateSince, ctx.now)} (`, since(stateSince, ctx.now), ")") : null,
       view.detail ? h("span", { class: "detail", "data-field": "host-detail" }, ` — ${view.detail}`) : null),
     doc.alarm ? h("p", { class: "problem", "data-field": "alarm" }, pill("alarm", "bad"), ` ${doc.alarm.message}`) : null,
     facts([

@@ -180,6 +180,7 @@ export function hostView(doc) {
     case "going_offline":
       return { word: GOING[doc.reason] ?? "going offline", tone: "busy", detail: "" };
     case "offline":
+      if (doc.reason === NEVER_SEEN) return { word: "unknown", tone: "idle", detail: neverSeen(doc), known: false };
       return { word: "asleep", tone: "idle", detail: plugDetail(power, "asleep") };
     case "waking":
       return { word: "waking", tone: "busy", detail: "" };
@@ -188,6 +189,17 @@ export function hostView(doc) {
     default:
       return { word: String(state ?? "unknown"), tone: "bad", detail: "" };
   }
+}
+
+/** host.json's reason while the Pi has never heard from the host (pi/state.py NEVER_SEEN). */
+export const NEVER_SEEN = "never_seen";
+
+/** A host never seen: what the heartbeats (and the plug) say so far, not "asleep since". */
+function neverSeen(doc) {
+  const beat = doc.last_heartbeat;
+  const plug = plugDetail(doc.power, "asleep");
+  const said = !beat ? "no heartbeat yet" : beat.ok ? "first heartbeats answered" : "no answer to heartbeats yet";
+  return plug ? `${said}, ${plug}` : said;
 }
 
 /** What the host's plug says about a host that does not answer (or sleeps). */

@@ -8,8 +8,10 @@ import { day, duration, hourLabel, kwh, num, parseTime, plural } from "./core.js
 const BARS = 14;
 const HEIGHT = { timeline: 34, bars: 110 };
 const MARGIN = { left: 28, right: 6, top: 6, bottom: 16 };
-// Host states as the timeline draws them: up, asleep, on its way (either way), lost.
-const BAND = { online: "up", offline: "asleep", waking: "busy", going_offline: "busy", unreachable: "lost" };
+// Host states as the timeline draws them: up, asleep, on its way (either way), lost, and
+// "unknown" before the Pi has ever heard from the host (the ledger's name for it).
+const BAND = { online: "up", offline: "asleep", waking: "busy", going_offline: "busy", unreachable: "lost",
+  unknown: "unknown" };
 const REASON_WORDS = {
   button: "Wake button", api: "API", schedule: "schedule", wake_at: "host's own timer",
   "demand:dns": "DNS demand", "demand:port": "port demand", inbox: "inbox", plan: "energy plan",

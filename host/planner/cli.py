@@ -27,6 +27,7 @@ from handshake.util.timeutil import iso, parse_iso, utcnow
 from host import activity
 from host import config as host_config
 from host.planner import dp, inputs
+from host.planner.check import check
 from host.planner.config import PlannerConfig, ShiftableLoad
 from host.planner.inputs import DailyProfile, InputError, Series
 
@@ -45,6 +46,7 @@ class Inputs:
     pv_w: list[float]
     load_w: list[float]
     loads: dict[str, list[bool]]
+    export_cap_w: list[float | None] | None = None  # the site's feed-in cap per slot
 
 
 def main(argv: list[str]) -> int:
@@ -93,35 +95,54 @@ async def _run(config: host_config.HostConfig, planner: PlannerConfig,
 
 async def gather_inputs(planner: PlannerConfig, now: datetime, tz: tzinfo) -> Inputs:
     """Fetch and parse every input and put it onto the slot grid from the current slot on."""
-    sources = [planner.prices, planner.pv_forecast, planner.load_baseline]
+    sources = [planner.prices, planner.pv_forecast, planner.load_baseline, planner.export_prices]
     raw = await asyncio.gather(*(inputs.fetch(s, planner.fetch_timeout_s) if s else _none()
                                  for s in sources))
     assert raw[0] is not None
     prices = inputs.parse_prices(raw[0], planner.prices.location, planner.prices.format)
+    exports = inputs.parse_prices(raw[3], planner.export_prices.location,
+                                  planner.export_prices.format) \
+        if planner.export_prices and raw[3] is not None else None
     pv = inputs.parse_pv(raw[1], planner.pv_forecast.location, planner.pv_forecast.format, tz) \
         if planner.pv_forecast and raw[1] is not None else None
     load: Series | DailyProfile = inputs.parse_load(raw[2], planner.load_baseline.location, tz) \
         if planner.load_baseline and raw[2] is not None else \
         inputs.default_load(planner.load_kwh_per_day, tz)
     start = datetime.fromtimestamp(now.timestamp() // SLOT_S * SLOT_S, UTC)
-    end = horizon_end(start, planner, prices, pv, load)
+    end = horizon_end(start, planner, prices, pv, load, exports)
     count = int((end - start).total_seconds() // SLOT_S)
     market = prices.slots(start, count, SLOT_S)
     price = [(m + planner.price_add_eur_kwh) * planner.price_factor for m in market]
     load_w = load.slots(start, count, SLOT_S)
     switches = shiftable(planner, start, price, tz)
     load_w = with_loads(planner, load_w, switches)
-    return Inputs(start=start, price=price, export_price=[planner.export_price_eur_kwh] * count,
+    export_price = exports.slots(start, count, SLOT_S) if exports else \
+        [planner.export_price_eur_kwh or 0.0] * count
+    return Inputs(start=start, price=price, export_price=export_price,
                   pv_w=pv.slots(start, count, SLOT_S) if pv else [0.0] * count, load_w=load_w,
-                  loads=switches)
+                  loads=switches, export_cap_w=export_caps(planner, market))
+
+
+def export_caps(planner: PlannerConfig, market: Sequence[float]) -> list[float | None] | None:
+    """The site's feed-in cap per slot: export_cap_w, and negative_price_export_cap_w while
+    the market price is below 0 (the lower of the two); None when neither is set."""
+    always, negative = planner.export_cap_w, planner.negative_price_export_cap_w
+    if always is None and negative is None:
+        return None
+    caps = []
+    for m in market:
+        both = [c for c in (always, negative if m < 0 else None) if c is not None]
+        caps.append(min(both) if both else None)
+    return caps
 
 
 def horizon_end(start: datetime, planner: PlannerConfig, prices: Series, pv: Series | None,
-                load: Series | DailyProfile) -> datetime:
+                load: Series | DailyProfile, exports: Series | None = None) -> datetime:
     """Where the inputs run out (or horizon_h); InputError when that is under min_horizon_h."""
     end = start + timedelta(hours=planner.horizon_h)
     limiting = "horizon_h"
-    for name, series in (("prices", prices), ("PV forecast", pv), ("load baseline", load)):
+    for name, series in (("prices", prices), ("PV forecast", pv), ("load baseline", load),
+                         ("export prices", exports)):
         if series is None:
             continue
         covered = series.covered_until(start)
@@ -166,46 +187,45 @@ def with_loads(planner: PlannerConfig, load_w: list[float],
 
 def build(planner: PlannerConfig, data: Inputs, soc: float, soc_source: str, seq: int,
           now: datetime) -> dict[str, Any]:
-    """Solve and write the plan document."""
+    """Solve, check the plan as carried out against doing nothing, and write the plan document."""
     b = planner.battery
     problem = dp.Problem(price=data.price, export_price=data.export_price, pv_w=data.pv_w,
                          load_w=data.load_w, battery=b, soc0_pct=soc, slot_s=SLOT_S,
                          soc_step_pct=planner.soc_step_pct,
-                         grid_import_max_w=planner.grid_import_max_w)
+                         grid_import_max_w=planner.grid_import_max_w, export_cap_w=data.export_cap_w)
     started = time.perf_counter()
     solution = dp.solve(problem)
     solve_ms = (time.perf_counter() - started) * 1000
-    modes = dp.modes(problem, solution)
-    expected, end_soc = dp.simulate(problem, dp.execute(problem, modes))
-    baseline, baseline_end = dp.simulate(problem, dp.self_consumption(problem))
-    worth = dp.terminal_price(problem) * b.capacity_wh * math.sqrt(b.round_trip_efficiency) / 1e5
-    status = "optimal"
-    if baseline - expected + worth * (end_soc - baseline_end) < 0:
-        # The modes the inverter understands can lose what the DP found (paid import while
-        # the sun shines, say): never push a plan that does worse than leaving it alone.
-        modes = [("normal", None, None)] * len(modes)
-        expected, end_soc, status = baseline, baseline_end, "fallback"
-    until = data.start + timedelta(seconds=len(modes) * SLOT_S)
+    verdict = check(problem, dp.modes(problem, solution))
+    if verdict.reason is not None:
+        log.warning("planner: %s", verdict.reason)
+    until = data.start + timedelta(seconds=len(verdict.commands) * SLOT_S)
     slots = [PlanSlot(start=_iso(data.start + timedelta(seconds=t * SLOT_S)),
-                      battery_mode=mode, power_w=power, soc_target=target,
+                      battery_mode=c.mode, power_w=c.power_w, soc_target=c.soc_target,
+                      export_cap_w=c.export_cap_w,
                       loads={name: on[t] for name, on in data.loads.items()})
-             for t, (mode, power, target) in enumerate(modes)]
+             for t, c in enumerate(verdict.commands)]
+    optimizer: dict[str, Any] = {
+        "status": verdict.status, "solver": "dp", "soc_step_pct": planner.soc_step_pct,
+        "solve_ms": round(solve_ms, 1), "start_soc_pct": round(soc, 1), "soc_source": soc_source,
+        "expected_cost_eur": round(verdict.expected_eur, 4),
+        "end_soc_pct": round(verdict.expected.soc_pct[-1], 1),
+        "baseline_cost_eur": round(verdict.baseline_eur, 4),
+        "baseline_end_soc_pct": round(verdict.baseline.soc_pct[-1], 1),
+        # Net costs: energy left in the battery is worth the horizon's lowest price.
+        "savings_eur": round(verdict.savings_eur, 4),
+        "optimum_eur": round(solution.cost, 4),
+        "planned_cost_eur": round(verdict.planned_eur, 4),
+    }
+    if verdict.reason is not None:
+        optimizer["reason"] = verdict.reason
     document = PlanDocument(
         id=f"{data.start:%Y%m%dT%H%MZ}-{seq}", seq=seq,
         generated_at=_iso(now), valid_from=_iso(data.start), valid_until=_iso(until),
         slot_s=SLOT_S,
         limits={"max_charge_w": b.max_charge_w, "max_discharge_w": b.max_discharge_w,
                 "soc_min_pct": b.soc_min_pct, "soc_max_pct": b.soc_max_pct},
-        optimizer={
-            "status": status, "solver": "dp", "soc_step_pct": planner.soc_step_pct,
-            "solve_ms": round(solve_ms, 1), "start_soc_pct": round(soc, 1), "soc_source": soc_source,
-            "expected_cost_eur": round(expected, 4), "end_soc_pct": round(end_soc, 1),
-            "baseline_cost_eur": round(baseline, 4), "baseline_end_soc_pct": round(baseline_end, 1),
-            # Fair comparison: energy left in the battery is worth the horizon's lowest price.
-            "savings_eur": round(baseline - expected + worth * (end_soc - baseline_end), 4),
-            "optimum_eur": round(solution.cost, 4),
-        },
-        slots=slots).to_json()
+        optimizer=optimizer, slots=slots).to_json()
     validate(document, UNBOUNDED, None)  # the contract's shape: a bug here, not a 400 from the Pi
     return document
 
@@ -243,13 +263,14 @@ def describe(document: dict[str, Any], tz: tzinfo) -> str:
     for slot in document["slots"]:
         counts[slot["battery_mode"]] = counts.get(slot["battery_mode"], 0) + 1
     modes = ", ".join(f"{mode} {n}" for mode, n in sorted(counts.items()))
+    why = f"\n  not the DP's plan: {opt['reason']}" if opt.get("reason") else ""
     return (f"plan {document['id']}: {len(document['slots'])} slots {start:%a %H:%M}–{until:%a %H:%M} "
             f"from SoC {opt['start_soc_pct']:g} % ({opt['soc_source']}), solved in "
             f"{opt['solve_ms']:g} ms\n"
             f"  expected cost {opt['expected_cost_eur']:.2f} EUR, ending at {opt['end_soc_pct']:g} %; "
             f"doing nothing {opt['baseline_cost_eur']:.2f} EUR, ending at "
             f"{opt['baseline_end_soc_pct']:g} %: saves {opt['savings_eur']:.2f} EUR\n"
-            f"  slots: {modes}")
+            f"  slots: {modes}{why}")
 
 
 async def pi_soc(pi_url: str, now: datetime) -> float | None:

@@ -84,8 +84,17 @@ class PlannerConfig(Section, frozen=True, kw_only=True):
     price_add_eur_kwh: Annotated[float, Meta(ge=-10, le=10,
                                              description="added to every price (fees, taxes)")] = 0.0
     price_factor: Annotated[float, Meta(ge=0, le=10, description="prices are multiplied by it")] = 1.0
-    export_price_eur_kwh: Annotated[float, Meta(ge=-10, le=10, description="feed-in price")] = 0.0
+    export_price_eur_kwh: Annotated[float | None, Meta(
+        ge=-10, le=10, description="flat feed-in price (default 0; or export_prices)")] = None
+    export_prices_at: Annotated[Location | None, Meta(
+        description="feed-in prices per period (EUR/kWh, may be negative): a URL or a file")] = \
+        field(default=None, name="export_prices")
+    export_prices_format: Annotated[Format, Meta(description="how to read them")] = "auto"
     grid_import_max_w: Annotated[float | None, Meta(ge=0, description="grid import cap")] = None
+    export_cap_w: Annotated[float | None, Meta(
+        ge=0, le=1e6, description="feed-in cap at all times (0: no feed-in)")] = None
+    negative_price_export_cap_w: Annotated[float | None, Meta(
+        ge=0, le=1e6, description="feed-in cap while the market price (prices) is below 0")] = None
     initial_soc_pct: Annotated[float, Meta(ge=0, le=100,
                                            description="SoC when the Pi reports none")] = 50.0
     soc_step_pct: Annotated[float, Meta(ge=0.01, le=10, description="DP resolution")] = 0.01
@@ -101,6 +110,16 @@ class PlannerConfig(Section, frozen=True, kw_only=True):
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.soc_min_pct >= self.soc_max_pct:
             yield ("soc_min_pct", f"expected less than soc_max_pct ({self.soc_max_pct:g})")
+        if self.export_prices_at is not None and self.export_price_eur_kwh is not None:
+            yield ("export_price_eur_kwh", "expected either export_price_eur_kwh (flat) or "
+                   "export_prices (per period), got both")
+        if self.export_prices_at is None and self.export_prices_format != "auto":
+            yield ("export_prices_format", "expected export_prices with it, got none")
+        if (self.export_cap_w is not None and self.negative_price_export_cap_w is not None
+                and self.negative_price_export_cap_w > self.export_cap_w):
+            yield ("negative_price_export_cap_w", f"expected at most export_cap_w "
+                   f"({self.export_cap_w:g}, which applies at all times), "
+                   f"got {self.negative_price_export_cap_w:g}")
 
     @classmethod
     def of(cls, *, prices: Source, battery: BatteryModel | None = None,
@@ -119,6 +138,11 @@ class PlannerConfig(Section, frozen=True, kw_only=True):
     @property
     def prices(self) -> Source:
         return Source(self.prices_at, self.prices_format)
+
+    @property
+    def export_prices(self) -> Source | None:
+        return (Source(self.export_prices_at, self.export_prices_format)
+                if self.export_prices_at else None)
 
     @property
     def pv_forecast(self) -> Source | None:

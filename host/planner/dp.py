@@ -1,42 +1,53 @@
-"""An exact dynamic program over a discretized state of charge (pure; no I/O, no clock).
+"""An exact dynamic program over a discretized state of charge (pure; no I/O, no clock; numpy).
 
 Per slot the battery moves between SoC levels ``soc_min + k × step``. A move costs what the
-grid meter sees: import × price − export × export price, with the battery's AC energy
-``ΔE / η`` when charging and ``ΔE × η`` when discharging (η = √ round-trip efficiency), within
-the charge/discharge power limits and the grid import limit. Energy left at the end is worth
-the horizon's lowest price. The stage cost depends only on the number of steps moved, so each
-stage is a min-plus convolution of the next stage's value function with a short cost vector.
-When both are convex (import price ≥ export price ≥ 0: the usual case) that convolution is a
-merge of their slopes, O(N + K) per slot; otherwise each linear run of the stage cost is a
-sliding-window minimum, O(N) per run (a few runs a slot). Both are exact for the discretized
-problem (tests compare with brute force); the grid's fineness sets the distance to the
-continuous optimum (tests compare with an LP).
+grid meter sees: import × import price + export × export price (either may be negative),
+with the battery's AC energy ``ΔE / η`` when charging and ``ΔE × η`` when discharging
+(η = √ round-trip efficiency), within the charge/discharge power limits and the grid import
+limit. Feed-in above the slot's export cap is curtailed (PV first; a battery may not
+discharge into the grid beyond the cap), and while exporting costs money the cap is 0:
+the plan curtails rather than pay to feed in. Energy left at the end is worth the horizon's
+lowest import price.
+
+The stage cost depends only on the number of steps moved and is piecewise linear in it
+(kinks where the battery turns from discharging to charging, where the meter turns from
+export to import, where the cap starts to curtail), so each stage is, per linear run
+``cost(k) = α + s·k``, a sliding-window minimum of ``value[m] + s·m``: computed for all
+levels at once with the van Herk/Gil-Werman block minima, O(N) numpy work per run and a
+handful of runs per slot, convex or not. Exact for the discretized problem (tests compare
+with brute force); the grid's fineness sets the distance to the continuous optimum (tests
+compare with an LP).
+
+``modes`` turns the SoC trajectory into the Pi's battery modes (``handshake.modes``) and
+``execute`` simulates what the Pi does with them on the forecast: the planner pushes a plan
+only when that is no worse than ``self_consumption`` (doing nothing), simulated the same way.
 """
 
 from __future__ import annotations
 
 import math
-from array import array
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate, pairwise
-from operator import sub
-from typing import TypeAlias
+from itertools import pairwise
 
+import numpy as np
+import numpy.typing as npt
+
+from handshake.modes import CHARGE, DISCHARGE, HOLD, LIMIT_EXPORT, NORMAL, Command
 from host.planner.config import BatteryModel
 
 INF = math.inf
-# A value function: EUR from each SoC level on, as array("d") (8 bytes a level, not 32).
-Values: TypeAlias = "array[float]"
+Vector = npt.NDArray[np.float64]
 # Energies below this (Wh) are treated as zero when classifying slots into modes.
 EPS_WH = 1.0
+# Two neighbouring slopes of a stage cost differing less than this are one linear run.
+KINK_ABS, KINK_REL = 1e-12, 1e-9
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    price: Sequence[float]  # EUR/kWh imported, per slot
-    export_price: Sequence[float]  # EUR/kWh exported, per slot
+    price: Sequence[float]  # EUR/kWh imported, per slot (may be negative: paid to import)
+    export_price: Sequence[float]  # EUR/kWh exported, per slot (negative: feed-in costs)
     pv_w: Sequence[float]
     load_w: Sequence[float]
     battery: BatteryModel
@@ -44,18 +55,45 @@ class Problem:
     slot_s: float = 900.0
     soc_step_pct: float = 0.01
     grid_import_max_w: float | None = None
+    # Feed-in allowed per slot (W; 0: none; None or a None entry: no cap).
+    export_cap_w: Sequence[float | None] | None = None
 
     @property
     def slots(self) -> int:
         return len(self.price)
+
+    @property
+    def hours(self) -> float:
+        return self.slot_s / 3600
+
+    @property
+    def eta(self) -> float:
+        return math.sqrt(self.battery.round_trip_efficiency)
+
+    def hard_cap(self, t: int) -> float | None:
+        """The export cap the site must keep in slot ``t`` (W), None without one."""
+        return None if self.export_cap_w is None else self.export_cap_w[t]
+
+    def cap(self, t: int) -> float | None:
+        """The cap a plan keeps: the site's, and 0 while feeding in costs money."""
+        return 0.0 if self.export_price[t] < 0 else self.hard_cap(t)
 
 
 @dataclass(frozen=True, slots=True)
 class Solution:
     soc_pct: list[float]  # T + 1 values: the start SoC, then after each slot
     battery_w: list[float]  # AC side, + charging
-    grid_w: list[float]  # + import
-    cost: float  # EUR
+    grid_w: list[float]  # + import, after curtailment
+    cost: float  # EUR, less the worth of the energy left
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a schedule of modes does with the forecast (``execute``)."""
+
+    battery_w: list[float]
+    grid_w: list[float]
+    soc_pct: list[float]  # T + 1
 
 
 def levels(p: Problem) -> tuple[int, float, float]:
@@ -68,62 +106,65 @@ def levels(p: Problem) -> tuple[int, float, float]:
 
 def battery_ac(p: Problem, delta_wh: float) -> float:
     """AC energy (Wh, + into the battery) that moves the stored energy by ``delta_wh``."""
-    eta = math.sqrt(p.battery.round_trip_efficiency)
-    return delta_wh / eta if delta_wh >= 0 else delta_wh * eta
+    return delta_wh / p.eta if delta_wh >= 0 else delta_wh * p.eta
+
+
+def stage_costs(p: Problem, t: int, ac_wh: Vector) -> Vector:
+    """EUR for slot ``t`` for each AC battery energy in ``ac_wh``; INF where a limit forbids it."""
+    hours, b = p.hours, p.battery
+    load, pv = p.load_w[t] * hours, p.pv_w[t] * hours
+    net = load - pv
+    grid = net + ac_wh
+    cost_grid = _curtailed(grid, load + ac_wh, p.cap(t), hours)
+    cost = (p.price[t] * np.maximum(cost_grid, 0.0) + p.export_price[t] * np.minimum(cost_grid, 0.0)) / 1000
+    bad = (ac_wh > b.max_charge_w * hours + 1e-9) | (-ac_wh > b.max_discharge_w * hours + 1e-9)
+    cap = p.cap(t)
+    if cap is not None:
+        bad |= load + ac_wh < -cap * hours - 1e-9  # the battery alone would feed in past the cap
+    if p.grid_import_max_w is not None:
+        # Charging may not push the import past the limit.
+        bad |= (ac_wh > 0) & (grid > max(p.grid_import_max_w * hours, net) + 1e-9)
+    return np.where(bad, INF, cost)
 
 
 def stage_cost(p: Problem, t: int, ac_wh: float) -> float:
-    """EUR for slot ``t`` when the battery takes ``ac_wh``; INF when a limit forbids it."""
-    hours = p.slot_s / 3600
-    b = p.battery
-    if ac_wh > b.max_charge_w * hours + 1e-9 or -ac_wh > b.max_discharge_w * hours + 1e-9:
-        return INF
-    net = (p.load_w[t] - p.pv_w[t]) * hours
-    grid = net + ac_wh
-    cap = p.grid_import_max_w
-    if cap is not None and ac_wh > 0 and grid > max(cap * hours, net) + 1e-9:
-        return INF  # charging may not push the import past the limit
-    return (p.price[t] * max(grid, 0.0) - p.export_price[t] * max(-grid, 0.0)) / 1000
+    """``stage_costs`` for one AC battery energy (tests, brute force)."""
+    return float(stage_costs(p, t, np.array([ac_wh]))[0])
 
 
 def solve(p: Problem) -> Solution:
     """The cheapest SoC trajectory on the level grid (the start SoC is snapped to a level)."""
     n, e_min, step = levels(p)
-    stages = [_stage(p, t, n, step) for t in range(p.slots)]
-    value = terminal_values(p, n, e_min, step)
-    values = [value]
-    convex = True  # the terminal value is linear; convex stages keep the value function convex
-    for k_lo, cs in reversed(stages):
-        convex = convex or _convex(value)
-        if convex and _convex(cs):
-            value = _convolve_convex(value, k_lo, cs, n)
-        else:
-            value, convex = _convolve(value, k_lo, cs, n), False
-        values.append(value)
-    values.reverse()
+    hours, eta = p.hours, p.eta
+    k_hi = min(n, math.floor(p.battery.max_charge_w * hours * eta / step + 1e-9))
+    k_lo = -min(n, math.floor(p.battery.max_discharge_w * hours / eta / step + 1e-9))
+    moves = np.arange(k_lo, k_hi + 1, dtype=np.float64) * step
+    ac = np.where(moves >= 0, moves / eta, moves * eta)
+    stages = [stage_costs(p, t, ac) for t in range(p.slots)]
+    values = np.empty((p.slots + 1, n + 1))
+    values[p.slots] = terminal_values(p, n, e_min, step)
+    for t in range(p.slots - 1, -1, -1):
+        values[t] = convolve(values[t + 1], k_lo, stages[t], n)
     level = _start_level(p, n, e_min, step)
     path = [level]
-    for t, (k_lo, cs) in enumerate(stages):
-        after = values[t + 1]
+    for t, cs in enumerate(stages):
         j_lo, j_hi = max(0, -level - k_lo), min(len(cs) - 1, n - level - k_lo)
-        total = [c + v for c, v in zip(cs[j_lo:j_hi + 1], after[level + k_lo + j_lo:],
-                                       strict=False)]
-        best = min(total)
+        total = cs[j_lo:j_hi + 1] + values[t + 1][level + k_lo + j_lo:level + k_lo + j_hi + 1]
+        best = float(total.min())
         # Ties go to the smallest move: fewer cycles, fewer register writes on the Pi.
-        k = min((k_lo + j_lo + j for j, v in enumerate(total) if v <= best + 1e-12), key=abs)
-        level += k
+        ties = np.flatnonzero(total <= best + 1e-12) + k_lo + j_lo
+        level += int(ties[np.argmin(np.abs(ties))])
         path.append(level)
     return _solution(p, path, e_min, step)
 
 
-def terminal_values(p: Problem, n: int, e_min: float, step: float) -> Values:
+def terminal_values(p: Problem, n: int, e_min: float, step: float) -> Vector:
     """What is left in the battery at the end is worth its energy at the horizon's cheapest price.
 
     Without it the plan would empty the battery by the horizon's end, every time it is made.
     """
-    eta = math.sqrt(p.battery.round_trip_efficiency)
-    price = terminal_price(p)
-    return array("d", (-price * (e_min + i * step) * eta / 1000 for i in range(n + 1)))
+    energy = e_min + np.arange(n + 1) * step
+    return -terminal_price(p) * energy * p.eta / 1000
 
 
 def terminal_price(p: Problem) -> float:
@@ -131,121 +172,66 @@ def terminal_price(p: Problem) -> float:
     return max(min(p.price), 0.0)
 
 
-def _stage(p: Problem, t: int, n: int, step: float) -> tuple[int, list[float]]:
-    """(k_lo, costs): the finite stage costs of moving k = k_lo, k_lo + 1, … levels.
+def convolve(after: Vector, k_lo: int, cs: Vector, n: int) -> Vector:
+    """min over k of cs[k - k_lo] + after[i + k], for every level i, exactly.
 
-    The same numbers as ``stage_cost`` (a test holds them equal), in one tight loop.
+    On each linear run of ``cs`` (cost α + s·k for k in [k_a, k_b]) the minimum is
+    ``α − s·i + min over m in [i + k_a, i + k_b] of (after[m] + s·m)``: a sliding window.
     """
-    eta = math.sqrt(p.battery.round_trip_efficiency)
-    hours = p.slot_s / 3600
-    k_hi = min(n, math.floor(p.battery.max_charge_w * hours * eta / step + 1e-9))
-    k_lo = -min(n, math.floor(p.battery.max_discharge_w * hours / eta / step + 1e-9))
-    net = (p.load_w[t] - p.pv_w[t]) * hours
-    buy, sell = p.price[t] / 1000, p.export_price[t] / 1000
-    cap = INF if p.grid_import_max_w is None else max(p.grid_import_max_w * hours, net) + 1e-9
-    out = [(buy * g if g >= 0 else sell * g) for g in (net + k * step * eta for k in range(k_lo, 0))]
-    for k in range(k_hi + 1):
-        g = net + k * step / eta
-        if k > 0 and g > cap:
-            break  # the grid import limit cuts charging short
-        out.append(buy * g if g >= 0 else sell * g)
-    return k_lo, out
-
-
-def _convex(values: Sequence[float]) -> bool:
-    return all(c - 2 * b + a >= -1e-12 for a, b, c in zip(values, values[1:], values[2:], strict=False))
-
-
-def _convolve_convex(after: Values, k_lo: int, cs: list[float], n: int) -> Values:
-    """min over k of cs[k] + after[i + k], for convex sequences: merge their slopes, O(N + K)."""
-    k_hi = k_lo + len(cs) - 1
-    g = cs[::-1]  # g(m) = cost of k = -m, for m = -k_hi … -k_lo
-    slopes = sorted([*map(sub, after[1:], after), *map(sub, g[1:], g)])
-    h = array("d", accumulate(slopes, initial=after[0] + g[0]))  # h(i), i = -k_hi … n - k_lo
-    return h[k_hi:k_hi + n + 1]
-
-
-def _convolve(after: Values, k_lo: int, cs: list[float], n: int) -> Values:
-    """The same without convexity (negative or inverted prices), exactly, in O(N) per run.
-
-    The stage cost is piecewise linear in the move k (kinks where the battery turns from
-    discharging to charging and where the meter turns from export to import), so on each
-    linear run ``cost(k) = α + s·k`` and ``min_k cost(k) + after[i + k]`` is
-    ``α − s·i + min over the window m ∈ [i + k_a, i + k_b] of (after[m] + s·m)``: a
-    sliding-window minimum (a monotone deque). A handful of runs instead of K passes.
-    """
-    best = array("d", [INF]) * (n + 1)
-    for a, b in _linear_runs(cs):
+    best = np.full(n + 1, INF)
+    level = np.arange(n + 1, dtype=np.float64)  # i, and m: both run over the levels
+    for a, b in linear_runs(cs):
         slope = (cs[b] - cs[a]) / (b - a) if b > a else 0.0
-        k_a, k_b = k_lo + a, k_lo + b
+        k_a = k_lo + a
         alpha = cs[a] - slope * k_a
-        h = [v + slope * m for m, v in enumerate(after)]
-        window: deque[int] = deque()
-        pushed = 0  # the next m to enter the window
-        for i in range(n + 1):
-            lo, hi = max(0, i + k_a), min(n, i + k_b)
-            while pushed <= hi:
-                while window and h[window[-1]] >= h[pushed]:
-                    window.pop()
-                window.append(pushed)
-                pushed += 1
-            while window and window[0] < lo:
-                window.popleft()
-            if lo <= hi and window:
-                best[i] = min(best[i], alpha - slope * i + h[window[0]])
+        window = _window_min(after + slope * level, k_a, b - a + 1, n)
+        np.minimum(best, alpha - slope * level + window, out=best)
     return best
 
 
-def _linear_runs(cs: Sequence[float]) -> list[tuple[int, int]]:
-    """Index ranges [a, b] over which ``cs`` is linear (adjacent runs share their ends)."""
+def linear_runs(cs: Vector) -> list[tuple[int, int]]:
+    """Index ranges [a, b] over finite stretches of ``cs`` on which it is linear
+    (adjacent runs share their ends)."""
+    finite = np.isfinite(cs)
     runs: list[tuple[int, int]] = []
-    a = 0
-    for j in range(1, len(cs) - 1):
-        before, after = cs[j] - cs[j - 1], cs[j + 1] - cs[j]
-        if abs(after - before) > 1e-12 + 1e-9 * max(abs(before), abs(after)):
-            runs.append((a, j))
-            a = j
-    runs.append((a, len(cs) - 1))
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], finite.astype(np.int8), [0]))))
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+        seg = cs[start:stop]
+        if len(seg) < 3:
+            runs.append((int(start), int(stop - 1)))
+            continue
+        d = np.diff(seg)
+        tol = KINK_ABS + KINK_REL * np.maximum(np.abs(d[1:]), np.abs(d[:-1]))
+        kinks = np.flatnonzero(np.abs(d[1:] - d[:-1]) > tol) + 1 + start
+        bounds = [int(start), *map(int, kinks), int(stop - 1)]
+        runs.extend(pairwise(bounds))
     return runs
 
 
-def simulate(p: Problem, battery_w: Sequence[float]) -> tuple[float, float]:
-    """A given AC battery schedule (W per slot): (grid cost EUR, SoC % at the end)."""
-    hours = p.slot_s / 3600
-    eta = math.sqrt(p.battery.round_trip_efficiency)
-    e = p.battery.capacity_wh * p.soc0_pct / 100
-    for w in battery_w:
-        e += w * hours * eta if w > 0 else w * hours / eta
-    cost = sum(_grid_cost(p, t, w * hours) for t, w in enumerate(battery_w))
-    return cost, e / p.battery.capacity_wh * 100
+def _window_min(h: Vector, offset: int, width: int, n: int) -> Vector:
+    """r[i] = min of h[m] for m in [i + offset, i + offset + width - 1] ∩ [0, n] (INF if empty)."""
+    left = max(0, -offset)
+    right = max(0, n + offset + width - 1 - n)
+    padded = np.concatenate((np.full(left, INF), h, np.full(right, INF)))
+    if width == 1:
+        return padded[offset + left:offset + left + n + 1]
+    blocks = -(-len(padded) // width)
+    full = np.concatenate((padded, np.full(blocks * width - len(padded), INF))).reshape(blocks, width)
+    prefix = np.minimum.accumulate(full, axis=1).ravel()
+    suffix = np.minimum.accumulate(full[:, ::-1], axis=1)[:, ::-1].ravel()
+    start = np.arange(n + 1) + offset + left
+    return np.minimum(suffix[start], prefix[start + width - 1])
 
 
-def net_cost(p: Problem, battery_w: Sequence[float]) -> float:
-    """Grid cost less the worth of what is left in the battery (what ``solve`` minimizes)."""
-    cost, end_soc = simulate(p, battery_w)
-    eta = math.sqrt(p.battery.round_trip_efficiency)
-    return cost - terminal_price(p) * p.battery.capacity_wh * end_soc / 100 * eta / 1000
+def _curtailed(grid: Vector, no_pv: Vector, cap: float | None, hours: float) -> Vector:
+    """The meter after curtailing PV so the feed-in stays within ``cap`` (W).
 
-
-def self_consumption(p: Problem) -> list[float]:
-    """What the inverter does on its own ("normal"): the battery takes surplus, covers deficit."""
-    hours = p.slot_s / 3600
-    b, eta = p.battery, math.sqrt(p.battery.round_trip_efficiency)
-    e = b.capacity_wh * min(max(p.soc0_pct, b.soc_min_pct), b.soc_max_pct) / 100
-    e_lo, e_hi = b.capacity_wh * b.soc_min_pct / 100, b.capacity_wh * b.soc_max_pct / 100
-    out = []
-    for t in range(p.slots):
-        surplus = (p.pv_w[t] - p.load_w[t]) * hours
-        ac = min(max(surplus, -b.max_discharge_w * hours), b.max_charge_w * hours)
-        ac = min(ac, (e_hi - e) / eta) if ac > 0 else max(ac, -(e - e_lo) * eta)
-        e += ac * eta if ac > 0 else ac / eta
-        out.append(ac / hours)
-    return out
-
-
-def _grid_cost(p: Problem, t: int, ac_wh: float) -> float:
-    grid = (p.load_w[t] - p.pv_w[t]) * p.slot_s / 3600 + ac_wh
-    return (p.price[t] * max(grid, 0.0) - p.export_price[t] * max(-grid, 0.0)) / 1000
+    Curtailing takes PV away, so the meter can rise at most to what it would read without
+    PV (``no_pv``): feed-in the battery makes itself is not curtailed here.
+    """
+    if cap is None:
+        return grid
+    return np.maximum(grid, np.minimum(-cap * hours, no_pv))
 
 
 def _start_level(p: Problem, n: int, e_min: float, step: float) -> int:
@@ -254,78 +240,140 @@ def _start_level(p: Problem, n: int, e_min: float, step: float) -> int:
 
 
 def _solution(p: Problem, path: list[int], e_min: float, step: float) -> Solution:
-    hours = p.slot_s / 3600
-    cap = p.battery.capacity_wh
+    hours, cap = p.hours, p.battery.capacity_wh
     soc = [(e_min + level * step) / cap * 100 for level in path]
     ac = [battery_ac(p, (b - a) * step) for a, b in pairwise(path)]
-    grid = [(p.load_w[t] - p.pv_w[t]) + ac[t] / hours for t in range(p.slots)]
+    grid = []
+    for t in range(p.slots):
+        g = _curtailed(np.array([(p.load_w[t] - p.pv_w[t]) * hours + ac[t]]),
+                       np.array([p.load_w[t] * hours + ac[t]]), p.cap(t), hours)
+        grid.append(float(g[0]) / hours)
     cost = sum(stage_cost(p, t, ac[t]) for t in range(p.slots))
-    cost -= terminal_price(p) * (e_min + path[-1] * step) * math.sqrt(p.battery.round_trip_efficiency) / 1000
+    cost -= terminal_price(p) * (e_min + path[-1] * step) * p.eta / 1000
     return Solution(soc_pct=soc, battery_w=[a / hours for a in ac], grid_w=grid, cost=cost)
 
 
-def modes(p: Problem, s: Solution) -> list[tuple[str, float | None, float | None]]:
-    """(battery_mode, power_w, soc_target) per slot, as the Pi's executor understands them.
+# -- the plan as the Pi carries it out --------------------------------------------------
 
-    charge: the battery takes more than the PV surplus (grid charging) up to the next SoC;
-    hold: it covers none of a deficit; normal: self-consumption, with ``power_w`` as a
-    discharge cap when it covers only part of the deficit.
+
+def modes(p: Problem, s: Solution) -> list[Command]:
+    """The Pi's battery mode per slot that gives the trajectory ``s`` on the forecast.
+
+    Self-consumption is ``normal`` (``limit_export`` under a cap); more than that into the
+    battery is ``charge`` at that power; less out of it is a capped ``normal``; nothing at
+    all is ``hold`` (or ``discharge`` at 0 W while PV would charge it); more out of it than
+    the load takes is ``discharge`` at that power. Charge and discharge blocks share their
+    block's final SoC as the target: the power sets each slot's energy, and one target a
+    block spares the inverter's flash.
     """
-    hours = p.slot_s / 3600
-    out: list[tuple[str, float | None, float | None]] = []
+    hours, b = p.hours, p.battery
+    # The level grid cannot hit self-consumption exactly: within a level of it, it is meant.
+    near = max(EPS_WH, levels(p)[2] / p.eta)
+    out: list[Command] = []
     for t in range(p.slots):
         ac = s.battery_w[t] * hours
-        net = (p.load_w[t] - p.pv_w[t]) * hours
-        surplus, deficit = max(-net, 0.0), max(net, 0.0)
-        if ac > surplus + EPS_WH:
-            target = min(math.ceil(s.soc_pct[t + 1] - 1e-9), p.battery.soc_max_pct)
-            out.append(("charge", round(min(s.battery_w[t], p.battery.max_charge_w)), float(target)))
-        elif deficit > EPS_WH and -ac <= EPS_WH:
-            out.append(("hold", None, None))
-        elif deficit > EPS_WH and -ac < deficit - EPS_WH:
-            out.append(("normal", float(round(-s.battery_w[t])), None))
+        surplus = (p.pv_w[t] - p.load_w[t]) * hours
+        own = _self_consumption(p, t, b.capacity_wh * s.soc_pct[t] / 100)
+        cap = p.cap(t)
+        power = float(round(abs(s.battery_w[t])))
+        if abs(ac - own) <= near:
+            out.append(Command(NORMAL) if cap is None else Command(LIMIT_EXPORT, export_cap_w=cap))
+        elif ac > EPS_WH:
+            target = min(max(math.ceil(s.soc_pct[t + 1] - 1e-9), b.soc_min_pct), b.soc_max_pct)
+            out.append(Command(CHARGE, min(power, b.max_charge_w), float(target), cap))
+        elif ac >= -EPS_WH:
+            out.append(Command(HOLD, export_cap_w=cap) if surplus <= EPS_WH else
+                       Command(DISCHARGE, 0.0, None, cap))
+        elif -ac < -surplus - EPS_WH:  # covers part of the deficit: self-consumption, capped
+            out.append(Command(NORMAL, power) if cap is None else Command(LIMIT_EXPORT, power, None, cap))
         else:
-            out.append(("normal", None, None))
+            target = min(max(math.floor(s.soc_pct[t + 1] + 1e-9), b.soc_min_pct), b.soc_max_pct)
+            out.append(Command(DISCHARGE, min(power, b.max_discharge_w), float(target), cap))
     return _block_targets(out)
 
 
-def _block_targets(plan: list[tuple[str, float | None, float | None]]
-                   ) -> list[tuple[str, float | None, float | None]]:
-    """Consecutive charge slots share the block's final SoC target: the power already sets
-    each slot's energy, and one target per block spares the inverter's flash many writes."""
+def self_consumption(p: Problem) -> list[Command]:
+    """Doing nothing: the inverter's own self-consumption, within the site's export caps."""
+    return [Command(NORMAL) if p.hard_cap(t) is None else
+            Command(LIMIT_EXPORT, export_cap_w=p.hard_cap(t)) for t in range(p.slots)]
+
+
+def execute(p: Problem, plan: Sequence[Command]) -> Outcome:
+    """What the Pi's modes do with these forecasts (as the emulated inverter does them)."""
+    hours, b, eta = p.hours, p.battery, p.eta
+    e_lo, e_hi = b.capacity_wh * b.soc_min_pct / 100, b.capacity_wh * b.soc_max_pct / 100
+    e = min(max(b.capacity_wh * p.soc0_pct / 100, e_lo), e_hi)
+    battery, grid, soc = [], [], [e / b.capacity_wh * 100]
+    for t, command in enumerate(plan):
+        load, pv = p.load_w[t] * hours, p.pv_w[t] * hours
+        ac = _battery(p, t, command, e, e_lo, e_hi)
+        g = load - pv + ac
+        if command.export_cap_w is not None:
+            cap = command.export_cap_w * hours
+            if load + ac < -cap:  # the inverter holds the battery's own feed-in to the cap
+                ac = -(load + cap)
+                g = load - pv + ac
+            g = max(g, min(-cap, load + ac))
+        e += ac * eta if ac > 0 else ac / eta
+        battery.append(ac / hours)
+        grid.append(g / hours)
+        soc.append(e / b.capacity_wh * 100)
+    return Outcome(battery, grid, soc)
+
+
+def cost(p: Problem, outcome: Outcome) -> float:
+    """What the grid meter bills (EUR)."""
+    hours = p.hours
+    return sum((p.price[t] * max(g, 0.0) + p.export_price[t] * min(g, 0.0)) * hours / 1000
+               for t, g in enumerate(outcome.grid_w))
+
+
+def net_cost(p: Problem, outcome: Outcome) -> float:
+    """The bill less the worth of what is left in the battery (what ``solve`` minimizes)."""
+    left = p.battery.capacity_wh * outcome.soc_pct[-1] / 100
+    return cost(p, outcome) - terminal_price(p) * left * p.eta / 1000
+
+
+def _battery(p: Problem, t: int, c: Command, e: float, e_lo: float, e_hi: float) -> float:
+    """The AC energy (Wh, + charging) mode ``c`` moves in slot ``t`` from stored energy ``e``."""
+    hours, b, eta = p.hours, p.battery, p.eta
+    surplus = (p.pv_w[t] - p.load_w[t]) * hours
+    up, down = max((e_hi - e) / eta, 0.0), max((e - e_lo) * eta, 0.0)
+    cmax, dmax = b.max_charge_w * hours, b.max_discharge_w * hours
+    if c.mode == CHARGE:
+        top = min(e_hi, b.capacity_wh * (c.soc_target or b.soc_max_pct) / 100)
+        if e < top - 1e-9:
+            return min((c.power_w or 0.0) * hours, cmax, (top - e) / eta)
+    elif c.mode == DISCHARGE:
+        floor = max(e_lo, b.capacity_wh * (c.soc_target or 0.0) / 100)
+        if e > floor + 1e-9 or c.power_w == 0:
+            return -min((c.power_w or 0.0) * hours, dmax, (e - floor) * eta)
+    elif c.mode in (NORMAL, LIMIT_EXPORT):
+        cap = dmax if c.power_w is None else min(c.power_w * hours, dmax)
+        ac = min(max(surplus, -cap), cmax)
+        return min(ac, up) if ac > 0 else max(ac, -down)
+    return min(max(surplus, 0.0), cmax, up)  # hold (and charge/discharge at their target)
+
+
+def _self_consumption(p: Problem, t: int, e: float) -> float:
+    b = p.battery
+    e_lo, e_hi = b.capacity_wh * b.soc_min_pct / 100, b.capacity_wh * b.soc_max_pct / 100
+    return _battery(p, t, Command(NORMAL), e, e_lo, e_hi)
+
+
+def _block_targets(plan: list[Command]) -> list[Command]:
+    """Consecutive charge (discharge) slots share the block's final SoC target."""
     out = list(plan)
     t = len(out) - 1
     while t >= 0:
-        if out[t][0] != "charge":
+        mode = out[t].mode
+        if mode not in (CHARGE, DISCHARGE) or out[t].soc_target is None:
             t -= 1
             continue
-        end, target = t, out[t][2]
-        while t >= 0 and out[t][0] == "charge":
+        end, target = t, out[t].soc_target
+        while t >= 0 and out[t].mode == mode and out[t].soc_target is not None:
             t -= 1
         for i in range(t + 1, end + 1):
-            out[i] = ("charge", out[i][1], target)
-    return out
-
-
-def execute(p: Problem, plan: Sequence[tuple[str, float | None, float | None]]) -> list[float]:
-    """The AC battery power (W) the modes give with these forecasts (the plan's expected effect)."""
-    hours = p.slot_s / 3600
-    b, eta = p.battery, math.sqrt(p.battery.round_trip_efficiency)
-    e_lo, e_hi = b.capacity_wh * b.soc_min_pct / 100, b.capacity_wh * b.soc_max_pct / 100
-    e = min(max(b.capacity_wh * p.soc0_pct / 100, e_lo), e_hi)
-    out = []
-    for t, (mode, power, target) in enumerate(plan):
-        surplus = (p.pv_w[t] - p.load_w[t]) * hours
-        top = e_hi if target is None else min(e_hi, b.capacity_wh * target / 100)
-        if mode == "charge":
-            ac = min(max((power or 0.0) * hours, surplus), b.max_charge_w * hours)
-            ac = max(min(ac, (top - e) / eta), 0.0)
-        elif mode == "hold":
-            ac = min(max(surplus, 0.0), b.max_charge_w * hours, (e_hi - e) / eta)
-        else:
-            cap = b.max_discharge_w if power is None else min(power, b.max_discharge_w)
-            ac = min(max(surplus, -cap * hours), b.max_charge_w * hours)
-            ac = min(ac, (e_hi - e) / eta) if ac > 0 else max(ac, -(e - e_lo) * eta)
-        e += ac * eta if ac > 0 else ac / eta
-        out.append(ac / hours)
+            c = out[i]
+            out[i] = Command(c.mode, c.power_w, target, c.export_cap_w)
     return out

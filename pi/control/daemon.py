@@ -111,7 +111,7 @@ def load_plan(path: Path, control: ControlConfig) -> plans.Plan | None:
     if doc is None:
         return None
     try:
-        plan = plans.validate(doc, control.limits, control.load_names)
+        plan = plans.validate(doc, control.limits, control.load_names, profile=control.profile)
     except ValidationError as exc:
         log.warning("control: stored plan %s is not valid here: %s", path, exc)
         return None

@@ -96,7 +96,7 @@ def decide(plan: Plan | None, now: datetime, telemetry: Telemetry | None, state:
     if breach and state.strikes >= LIMIT_STRIKES:
         return _safe(HARD_LIMIT, breach, latch(state, HARD_LIMIT, breach, slot.end))
     soc_target = min(slot.soc_target, plan.limits.soc_max_pct) if slot.soc_target is not None else None
-    values = {"power_w": slot.power_w, "soc_target": soc_target}
+    values = {"power_w": slot.power_w, "soc_target": soc_target, "export_cap_w": slot.export_cap_w}
     switches = {name: ("on" if slot.loads[name] else "off") if name in slot.loads else None
                 for name in loads}
     detail = f"slot {iso(slot.start)} {slot.battery_mode}" + \
@@ -144,19 +144,32 @@ def _safe(reason: str, detail: str, state: State) -> Decision:
 
 
 def _effective_mode(slot: Slot, soc: float, limits: Limits, previous: str | None) -> str:
-    """A charge slot holds at its target; a normal slot holds at the SoC floor (with hysteresis)."""
+    """A charge slot holds at its target, a discharge slot at its floor, a normal or
+    limit_export slot at the SoC floor (with hysteresis); a discharge at 0 W rests as it is."""
     band = SOC_HYSTERESIS_PCT if previous == "hold" else 0.0
-    if slot.battery_mode == "charge":
+    mode = slot.battery_mode
+    if mode == "charge":
         target = min(slot.soc_target or limits.soc_max_pct, limits.soc_max_pct)
         return "hold" if soc >= target - band else "charge"
-    if slot.battery_mode == "normal":
-        return "hold" if soc <= limits.soc_min_pct + band else "normal"
+    if mode == "discharge":
+        if not slot.power_w:
+            return mode
+        return "hold" if soc <= _floor(slot, limits) + band else mode
+    if mode in ("normal", "limit_export"):
+        return "hold" if soc <= limits.soc_min_pct + band else mode
     return "hold"
 
 
+def _floor(slot: Slot, limits: Limits) -> float:
+    return max(slot.soc_target or limits.soc_min_pct, limits.soc_min_pct)
+
+
 def _why_hold(slot: Slot, limits: Limits) -> str:
-    return "SoC target reached" if slot.battery_mode == "charge" else \
-        f"SoC at the {limits.soc_min_pct:g} % floor"
+    if slot.battery_mode == "charge":
+        return "SoC target reached"
+    if slot.battery_mode == "discharge":
+        return f"SoC at the slot's {_floor(slot, limits):g} % floor"
+    return f"SoC at the {limits.soc_min_pct:g} % floor"
 
 
 def _breach(t: Telemetry, limits: Limits, mode: str) -> str:

@@ -372,7 +372,7 @@ class Executor:
             "slot": None if slot is None or decision is None else {
                 "start": iso(slot.start), "end": iso(slot.end), "battery_mode": slot.battery_mode,
                 "effective_mode": decision.battery_mode, "power_w": slot.power_w,
-                "soc_target": slot.soc_target,
+                "soc_target": slot.soc_target, "export_cap_w": slot.export_cap_w,
                 "loads": {name: slot.loads.get(name, False) for name in self.config.load_names}},
             "readback": readback,
             "alarms": [{"code": code, "message": a.message, "since": iso(a.since)}

@@ -52,7 +52,8 @@ async def put_plan(request: web.Request) -> web.Response:
         return json_error(409, "not_configured",
                           "energy control is not configured on this Pi (no [control] section)")
     document = await json_body(request)
-    plan = plans.validate(document, control.limits, control.load_names, now=utcnow())
+    plan = plans.validate(document, control.limits, control.load_names, now=utcnow(),
+                          profile=control.profile)
     path = plan_path(config)
     async with request.app[LOCK]:
         current = await asyncio.to_thread(_stored, path)
@@ -120,6 +121,8 @@ PLAN_SCHEMA: dict[str, Any] = {
                 "battery_mode": {"enum": list(plans.BATTERY_MODES)},
                 "power_w": {"type": ["number", "null"], "minimum": 0},
                 "soc_target": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
+                "export_cap_w": {"type": ["number", "null"], "minimum": 0,
+                                 "description": "feed-in cap (W; 0: none); not in normal slots"},
                 "loads": {"type": "object", "additionalProperties": {"type": "boolean"}}}}},
     },
 }

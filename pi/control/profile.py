@@ -17,15 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from handshake.errors import FatalError
+from handshake.modes import BATTERY_MODES
 from handshake.util.configfile import Problems, Section, load_toml, resolve
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 KINDS = ("inverter", "load")
-MODES = {"inverter": ("normal", "hold", "charge"), "load": ("on", "off")}
+MODES = {"inverter": BATTERY_MODES, "load": ("on", "off")}
+# Modes of the first vocabulary: every inverter profile has them. The others are optional
+# (a profile written before them still loads); the Pi refuses plans that use a mode its
+# profile lacks.
+REQUIRED_MODES = {"inverter": ("normal", "hold", "charge"), "load": ("on", "off")}
 TELEMETRY = ("soc_pct", "battery_w", "grid_w")
 READ_TABLES = ("holding", "input")
 WRITE_TABLES = ("holding", "coil")
-SOURCES = ("power_w", "soc_target")
+SOURCES = ("power_w", "soc_target", "export_cap_w")
 # The Pi's hard limits ([control]) a power register may be capped by.
 LIMIT_NAMES = ("max_charge_w", "max_discharge_w")
 
@@ -142,6 +147,10 @@ class Profile:
             return self._raw(reg, write.otherwise, values, baseline)
         return reg.encode(value * write.factor + write.offset)
 
+    def takes(self, mode: str, source: str) -> bool:
+        """Whether ``mode`` writes a register from the slot's ``source`` (export_cap_w …)."""
+        return any(_reads(w, source) for w in self.modes.get(mode, {}).values())
+
     def decode_telemetry(self, raws: Mapping[str, int]) -> dict[str, float]:
         """Telemetry in units; ImplausibleTelemetry when a value is outside its range."""
         out = {}
@@ -165,6 +174,10 @@ class Profile:
         if off is not None:
             modes["off"] = {name: Write("const", off)}
         return dataclasses.replace(self, registers={name: reg}, modes=modes)
+
+
+def _reads(write: Write | None, source: str) -> bool:
+    return write is not None and (write.source == source or _reads(write.otherwise, source))
 
 
 def _bound(value: float | None) -> str:
@@ -204,8 +217,9 @@ def parse(root: Section, path: Path, kind: str | None = None) -> Profile:
     telemetry = _registers(root.sub("telemetry"), READ_TABLES)
     registers = _registers(root.sub("registers"), WRITE_TABLES)
     modes_section = root.sub("modes")
+    required = REQUIRED_MODES.get(found, ())
     modes = {m: _writes(modes_section.sub(m), registers, allow_keep=True)
-             for m in MODES.get(found, ())}
+             for m in MODES.get(found, ()) if m in required or m in modes_section.data}
     modes_section.done()
     safe = _writes(root.sub("safe"), registers, allow_keep=False)
     if found == "inverter":
@@ -275,6 +289,6 @@ def _write(s: Section, name: str, value: Any, allow_keep: bool) -> Write | None:
         t.done()
         return write
     choices = '"baseline", "keep"' if allow_keep else '"baseline"'
-    s.problems.add(key, f"expected a number, {choices} or {{from = \"power_w\"|\"soc_target\", "
-                   f"factor = …}}, got {value!r}")
+    s.problems.add(key, f"expected a number, {choices} or {{from = \"power_w\"|\"soc_target\"|"
+                   f"\"export_cap_w\", factor = …}}, got {value!r}")
     return None

@@ -7,6 +7,7 @@ plugs. All disk work (sqlite, the atomic power.json) runs in one database thread
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import sqlite3
@@ -34,6 +35,9 @@ T = TypeVar("T")
 POWER_JSON = "power.json"
 # The main loop wakes at least this often: it kicks the watchdog (deadline 10 s).
 TICK_S = 5.0
+# A plug's health changing (its first reading, failing, answering again) is published at
+# once instead of at the next publish_interval_s, but not more often than this (SD wear).
+NEWS_MIN_GAP_S = 1.0
 
 
 class HistoryError(FatalError):
@@ -57,6 +61,7 @@ class PowerService:
         self.pending = Pending()
         self.quiet = QuietLogger(log)
         self.commits = 0
+        self.news = asyncio.Event()  # a plug's health changed: publish without waiting
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="power-db")
 
     @property
@@ -82,17 +87,27 @@ class PowerService:
                 f"{p.name} ({p.address}, {p.encryption})" for p in self.power.plugs))
             next_commit = loop.time() + self.power.commit_interval_s
             next_publish = loop.time() + self.power.publish_interval_s
+            last_publish = loop.time()
             while True:
                 kick("power")
                 now = loop.time()
                 if now >= next_commit:
                     await self.flush()
                     next_commit = max(next_commit + self.power.commit_interval_s, loop.time())
+                if self.news.is_set() and now - last_publish >= NEWS_MIN_GAP_S:
+                    next_publish = now  # e.g. the first reading: on screen now, not in 10 s
                 if now >= next_publish:
+                    self.news.clear()
                     await self.publish()
+                    last_publish = loop.time()
                     next_publish = max(next_publish + self.power.publish_interval_s, loop.time())
-                await asyncio.sleep(max(0.0, min(next_commit, next_publish, now + TICK_S)
-                                        - loop.time()))
+                wake = min(next_commit, next_publish, now + TICK_S)
+                if self.news.is_set():
+                    wake = min(wake, last_publish + NEWS_MIN_GAP_S)
+                    await asyncio.sleep(max(0.0, wake - loop.time()))
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.news.wait(), max(0.0, wake - loop.time()))
         finally:
             for task in tasks:
                 task.cancel()
@@ -132,8 +147,21 @@ class PowerService:
             self._executor.shutdown(wait=True)
 
     async def poll(self, name: str) -> None:
-        """Read one plug; a failure leaves a gap and a health flag, never an exception."""
+        """Read one plug; a failure leaves a gap and a health flag, never an exception.
+
+        A change of the plug's health (its first reading, failing, answering again) sets
+        ``news``: power.json follows at once rather than at the next publish period.
+        """
         status = self.statuses[name]
+        before = status.health(self.clock())
+        try:
+            await self._poll(status)
+        finally:
+            if status.health(self.clock()) != before:
+                self.news.set()
+
+    async def _poll(self, status: PlugStatus) -> None:
+        name = status.config.name
         try:
             reading = await self.links[name].read()
         except PlugError as exc:

@@ -1,9 +1,12 @@
 """An emulated hybrid inverter: a real pymodbus Modbus TCP server on 127.0.0.1 with a battery model.
 
 It speaks the ``sim-inverter`` profile (pi/control/profiles/sim-inverter.toml): holding
-registers 0-4 telemetry (SoC in 0.1 %, battery W + charging, grid W + import, PV W, load W),
-10-13 control (mode 0 self-consumption / 1 hold / 2 grid charge, charge W, SoC target,
-max discharge W), coils from 100 for simulated loads. The SoC follows the battery power.
+registers 0-4 telemetry (SoC in 0.1 %, battery W + charging, grid W + import, PV W after
+curtailment, load W), 10-15 control (mode 0 self-consumption / 1 hold / 2 charge / 3
+discharge, charge W, SoC target, max discharge W, discharge W, export limit W with 65535 = no
+limit), coils from 100 for simulated loads. The SoC follows the battery power; the grid meter
+never reads a feed-in above the export limit: PV is curtailed first, then the battery's own
+feed-in (on the model step after the write: within one tick of the executor's).
 
 Fault switches for tests: ``drop_writes`` (acknowledge and ignore), ``exception`` (answer
 every request with that Modbus exception code), ``write_exception`` (only writes),
@@ -27,9 +30,10 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 SOC, BATTERY_W, GRID_W, PV_W, LOAD_W = 0, 1, 2, 3, 4
-MODE, CHARGE_W, SOC_TARGET, MAX_DISCHARGE_W = 10, 11, 12, 13
+MODE, CHARGE_W, SOC_TARGET, MAX_DISCHARGE_W, DISCHARGE_W, EXPORT_LIMIT_W = 10, 11, 12, 13, 14, 15
 LOAD_COILS = 100
-NORMAL, HOLD, CHARGE = 0, 1, 2
+NORMAL, HOLD, CHARGE, DISCHARGE = 0, 1, 2, 3
+NO_EXPORT_LIMIT = 0xFFFF
 # Read/write function codes of holding registers and coils (pymodbus' datastore keys on them).
 _READ_HR, _WRITE_HR, _READ_COILS, _WRITE_COILS = 3, 16, 1, 15
 _WRITES = {5, 6, 15, 16}
@@ -44,24 +48,35 @@ class Battery:
     max_w: float = 5000.0
     efficiency: float = 0.95  # each way
     reserve_pct: float = 5.0  # the inverter's own discharge floor
-    pv_w: float = 0.0
+    pv_w: float = 0.0  # what the panels could give
     load_w: float = 500.0
+    pv_used_w: float = 0.0  # what they gave (after curtailment), as the inverter reports it
 
     def step(self, dt_s: float, mode: int, charge_w: float, soc_target: float,
-             max_discharge_w: float) -> tuple[float, float]:
+             max_discharge_w: float, discharge_w: float = 0.0,
+             export_limit_w: float | None = None) -> tuple[float, float]:
         """Advance ``dt_s`` seconds; returns (battery W, grid W)."""
         surplus = self.pv_w - self.load_w
         if mode == CHARGE and self.soc_pct < soc_target:
-            battery = min(max(charge_w, surplus), self.max_w)
-        elif mode in (HOLD, CHARGE):
+            battery = min(charge_w, self.max_w)  # PV first, the grid for the rest
+        elif mode == DISCHARGE and (self.soc_pct > soc_target or discharge_w == 0):
+            battery = -min(discharge_w, self.max_w)  # the load first, the rest exported
+        elif mode in (HOLD, CHARGE, DISCHARGE):
             battery = min(max(surplus, 0.0), self.max_w)
         else:
             battery = min(max(surplus, -min(max_discharge_w, self.max_w)), self.max_w)
         if (battery > 0 and self.soc_pct >= 100.0) or (battery < 0 and self.soc_pct <= self.reserve_pct):
             battery = 0.0
+        if export_limit_w is not None and self.load_w + battery < -export_limit_w:
+            battery = -(self.load_w + export_limit_w)  # the battery's own feed-in, held to the limit
+        grid = self.load_w - self.pv_w + battery
+        self.pv_used_w = self.pv_w
+        if export_limit_w is not None and grid < -export_limit_w:
+            curtail = min(self.pv_w, -export_limit_w - grid)
+            self.pv_used_w, grid = self.pv_w - curtail, grid + curtail
         stored = battery * self.efficiency if battery > 0 else battery / self.efficiency
         self.soc_pct = min(100.0, max(0.0, self.soc_pct + stored * dt_s / 3600 / self.capacity_wh * 100))
-        return battery, self.load_w - self.pv_w + battery
+        return battery, grid
 
 
 def daylight(now: datetime, peak_w: float = 4000.0) -> tuple[float, float]:
@@ -94,6 +109,8 @@ class EmulatedInverter:
         self._holding = [0] * 20
         self._holding[SOC_TARGET] = 100
         self._holding[MAX_DISCHARGE_W] = int(self.battery.max_w)
+        self._holding[EXPORT_LIMIT_W] = NO_EXPORT_LIMIT
+        self.battery.pv_used_w = self.battery.pv_w
         self._coils = [False] * loads
         self._publish()
 
@@ -206,7 +223,7 @@ class EmulatedInverter:
 
     def _publish(self, battery_w: float = 0.0, grid_w: float = 0.0) -> list[int]:
         b = self.battery
-        telemetry = [round(b.soc_pct * 10), round(battery_w), round(grid_w), round(b.pv_w),
+        telemetry = [round(b.soc_pct * 10), round(battery_w), round(grid_w), round(b.pv_used_w),
                      round(b.load_w)]
         self._holding[:5] = [v & 0xFFFF for v in telemetry]
         return self._holding[:5]
@@ -221,7 +238,8 @@ class EmulatedInverter:
         """Advance the battery model by ``dt_s`` simulated seconds."""
         if self.weather:
             self.battery.pv_w, self.battery.load_w = daylight(datetime.now())
-        regs = await self._get(_READ_HR, MODE, 4)
-        mode, charge_w, target, max_dis = (int(v) for v in regs)
-        battery_w, grid_w = self.battery.step(dt_s, mode, charge_w, target, max_dis)
+        regs = await self._get(_READ_HR, MODE, 6)
+        mode, charge_w, target, max_dis, dis_w, limit = (int(v) for v in regs)
+        battery_w, grid_w = self.battery.step(dt_s, mode, charge_w, target, max_dis, dis_w,
+                                              None if limit == NO_EXPORT_LIMIT else limit)
         await self._set(_WRITE_HR, SOC, self._publish(battery_w, grid_w))

@@ -31,6 +31,9 @@ from pi.power.config import PowerConfig
 from pi.usage import build, ledger
 from pi.usage.ledger import Ledger
 
+# What the ledger records for the hours before the Pi ever heard from its host.
+UNKNOWN = "unknown"
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -61,7 +64,7 @@ class UsageService:
     # -- HostObserver ----------------------------------------------------------------------
 
     def state_changed(self, before: sm.HostStatus, after: sm.HostStatus, now: float) -> None:
-        self.ledger.transition(after.state.value, after.since)
+        self.ledger.transition(ledger_state(after), after.since)
 
     def woken(self, reason: WakeReason, client: str | None, now: float) -> None:
         self.ledger.wake(now, reason, client)
@@ -75,7 +78,7 @@ class UsageService:
         A ledger that cannot be opened costs usage.json, never failover: an ERROR, False.
         """
         try:
-            self.ledger.open(status.state.value, status.since)
+            self.ledger.open(ledger_state(status), status.since)
         except (EdgepairError, sqlite3.Error) as exc:
             log.error("usage ledger unavailable, usage.json is not written: %s", exc)
             self.ledger.close()
@@ -185,3 +188,9 @@ def _energy(history: power_history.History, plug: str, intervals: list[ledger.In
         duration += dt
     draw = energy / duration / 1000 if duration else None  # mW·ms / ms = mW → W
     return build.HostEnergy(plug=plug, daily_kwh=daily, online_draw_w=draw)
+
+
+def ledger_state(status: sm.HostStatus) -> str:
+    """The state an interval records: "unknown" until the Pi has ever heard from the host
+    (those hours are neither up nor asleep), else the machine's state."""
+    return UNKNOWN if status.reason == sm.NEVER_SEEN else status.state.value

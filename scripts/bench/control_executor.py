@@ -57,7 +57,8 @@ LIMITS = Limits(max_charge_w=3000, max_discharge_w=3000, soc_min_pct=10, soc_max
 SIM = profiles.load(profiles.PROFILES_DIR / "sim-inverter.toml")
 DEYE = profiles.load(profiles.PROFILES_DIR / "deye-sg-lp1.toml")
 # A plausible installer's setup of a Deye: what commissioning would have found.
-DEYE_BASELINE = {"max_discharge_a": 100, "grid_charge": 0, "grid_charge_a": 40,
+DEYE_BASELINE = {"max_discharge_a": 100, "max_charge_a": 100, "work_mode": 2, "max_sell_w": 5000,
+                 "solar_sell": 1, "grid_charge": 0, "grid_charge_a": 40,
                  **{f"program{i}_soc": 20 for i in range(1, 7)},
                  **{f"program{i}_charge": 0 for i in range(1, 7)}}
 
@@ -202,8 +203,8 @@ async def writes_per_day(tick_s: float) -> dict[str, Any]:
         await sim.stop()
     slots = document["slots"]
     changes = sum(1 for a, b in itertools.pairwise(slots)
-                  if (a["battery_mode"], a["power_w"], a["soc_target"])
-                  != (b["battery_mode"], b["power_w"], b["soc_target"]))
+                  if (a["battery_mode"], a["power_w"], a["soc_target"], a.get("export_cap_w"))
+                  != (b["battery_mode"], b["power_w"], b["soc_target"], b.get("export_cap_w")))
     return {"tick_s": tick_s, "ticks": ticks, "simulated_in_s": round(took, 1),
             "writes": executor.writes, "deye_writes": deye_writes,
             "plan_modes": {m: sum(1 for s in slots if s["battery_mode"] == m)
