@@ -24,7 +24,6 @@ from handshake.util.sdnotify import Notifier, Watchdog
 from handshake.util.secrets import load_secrets
 from handshake.util.urls import local_url
 from pi import config as pi_config
-from pi.backup import restore
 
 log = logging.getLogger("edgepair")
 
@@ -184,6 +183,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from pi.backup import restore  # noqa: PLC0415 - sqlite3 and tarfile (≈ 2.7 MB) only here
+
     restore.restore(args.file, args.config, force=args.force,
                     say=lambda line: print(f"edgepair: {line}"))
     print("edgepair: restored; start the daemons (systemctl start edgepair-pi-api …)")
