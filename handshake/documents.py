@@ -227,10 +227,19 @@ class InboxPending(msgspec.Struct, frozen=True, kw_only=True):
     hashed_files: int = 0
 
 
+class InboxDelivered(msgspec.Struct, frozen=True, kw_only=True):
+    """What the inbox daemon delivered to the host since ``since`` (its start): counters."""
+
+    files: int = 0
+    bytes: int = 0
+    since: str | None = None
+
+
 class InboxDocument(Document, frozen=True, kw_only=True, tag="edgepair.inbox/1"):
     """inbox.json (inbox): pending files and bytes, in flight, last flush, errors."""
 
     pending: InboxPending = InboxPending()
+    delivered: InboxDelivered = InboxDelivered()
     in_flight: list[dict[str, Any]] = []
     last_flush: dict[str, Any] | None = None
     last_error: dict[str, Any] | None = None

@@ -23,6 +23,7 @@ from handshake.util.secrets import load_secrets
 from handshake.util.timeutil import parse_iso
 from host import config as host_config
 from host.agent import TICK_S, run
+from host.backup import cli as backup_cli
 from host.idle import cli as idle_cli
 from host.notify import notify, shutdown_reason
 
@@ -55,6 +56,8 @@ def main(argv: list[str], *, on_ready: Callable[[], object] | None = None,
             return idle_cli.status(config, args.json)
         if args.command == "sleep":
             return idle_cli.sleep(config, args.dry_run)
+        if args.command == "backups":
+            return backup_cli.backups(config, verify=args.verify, as_json=args.json)
         if args.command in ("wake", "status"):
             command = clientcmd.wake if args.command == "wake" else clientcmd.status
             return command(config.pi.url, config.secrets().handshake_key, args.json)
@@ -121,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
                            help="tell the Pi and suspend now (suspend_command)")
     sleep.add_argument("--dry-run", action="store_true",
                        help="say what would happen; send and suspend nothing")
+    backups = sub.add_parser("backups", parents=[common],
+                             help="the Pi's backups kept here (newest last)")
+    backups.add_argument("--verify", action="store_true",
+                         help="hash every archive again and compare with its .sha256 file")
+    backups.add_argument("--json", action="store_true", help="print them as JSON")
     check = sub.add_parser("check-config", help="validate a host config file and its secrets")
     check.add_argument("file", type=Path)
     check.add_argument("--side", choices=["host"], help=argparse.SUPPRESS)

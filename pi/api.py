@@ -10,8 +10,9 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -35,10 +36,14 @@ from pi.demand.service import DemandService
 from pi.dns import QueryWatcher, make_backend
 from pi.heartbeat import HeartbeatProbe
 from pi.hostloop import HostController
+from pi.metrics import CONTENT_TYPE, Scrape
 from pi.openapi import OPENAPI, PI_OPENAPI
 from pi.ratelimit import TokenBucket
 from pi.usage.service import UsageService
 from pi.wol import WolSender
+
+if TYPE_CHECKING:
+    from pi.notify.service import NotifyService
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ CONTROLLER = web.AppKey("controller", HostController)
 BUCKET = web.AppKey("wake_bucket", TokenBucket)
 CONFIG = web.AppKey("config", PiConfig)
 STARTED = web.AppKey("started", float)
+METRICS = web.AppKey("metrics", Scrape)
 # Public files are small and rewritten atomically; the dashboard polls them.
 _PUBLIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.json$")
 # pi.json refresh period: load and memory move slowly.
@@ -59,10 +65,12 @@ WATCHDOG_LOOPS = ("heartbeat",)
 
 def build_app(config: PiConfig, controller: HostController, key: bytes,
               clock: Callable[[], float] = time.time,
-              verifier: Verifier | None = None) -> web.Application:
+              verifier: Verifier | None = None,
+              metrics: Scrape | None = None) -> web.Application:
     """The aiohttp application (routes only; loops are started by ``run``)."""
     app = make_app(config.api.max_body_bytes, verifier or Verifier(key, clock=clock))
     app[CONTROLLER] = controller
+    app[METRICS] = metrics or Scrape(config.public_dir, clock=clock)
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
     app[BUCKET] = TokenBucket(rate_per_min=config.api.anonymous_wake_per_min,
@@ -74,6 +82,7 @@ def build_app(config: PiConfig, controller: HostController, key: bytes,
     app.router.add_post("/api/v1/wake", wake)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/data/{name}", public_file)
+    app.router.add_get("/metrics", prometheus_metrics)
     app[OPENAPI] = copy.deepcopy(PI_OPENAPI)
     planapi.add_routes(app, config)  # PUT /api/v1/plan and its OpenAPI paths
     frontend = config.api.frontend_dir
@@ -161,6 +170,15 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
 
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    """Prometheus text built from the public files (pi.metrics), off the event loop."""
+    metrics = request.app[METRICS]
+    body = metrics.reuse() or await asyncio.to_thread(metrics.render)
+    response = web.Response(body=body, headers={"Cache-Control": "no-cache"})
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
 async def public_file(request: web.Request) -> web.StreamResponse:
     """``/data/<name>.json``: the public files, never cached, never outside public/."""
     name = request.match_info["name"]
@@ -240,7 +258,10 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 controller.observers.append(backup)
             await controller.start()
             verifier = restore_verifier(config, secrets.handshake_key)
-            app = build_app(config, controller, secrets.handshake_key, verifier=verifier)
+            notifier = _notifier(config)
+            app = build_app(config, controller, secrets.handshake_key, verifier=verifier,
+                            metrics=Scrape(config.public_dir, dns=dns, notify=None if notifier
+                                           is None else notifier.figures))
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             try:
@@ -250,21 +271,41 @@ async def run(config: PiConfig, *, ready: Callable[[], None] = lambda: None,
                 log.info("api listening on %s:%d; DNS %s → %s (%s)", host, port,
                          config.dns.name, controller.desired_address(), config.dns.backend)
                 async with controller.running(), asyncio.TaskGroup() as group:
-                    if config.pihole is not None:
-                        group.create_task(pihole_stats.run(config, session))
                     ready()
-                    group.create_task(_publish_pi_stats(config, backup))
-                    if backup is not None:
-                        group.create_task(backup.run())
-                    group.create_task(demand.run())
-                    group.create_task(usage.run())  # commits what waits when cancelled
-                    if config.control is not None:
-                        group.create_task(replan.run(config, controller))
+                    for loop in (demand.run(), usage.run(),  # usage commits when cancelled
+                                 *_optional_loops(config, session, controller, backup, notifier)):
+                        group.create_task(loop)
             finally:
                 await runner.cleanup()
                 save_nonces(config, verifier)
         finally:
             await dns.close()
+
+
+def _notifier(config: PiConfig) -> NotifyService | None:
+    """The notifier, when [[notify]] targets exist (only then are watchdog and the senders
+    imported). It runs isolated: never raises, never awaited by failover."""
+    if not config.notify:
+        return None
+    from pi.notify.service import NotifyService  # noqa: PLC0415
+
+    return NotifyService(config)
+
+
+def _optional_loops(config: PiConfig, session: aiohttp.ClientSession, controller: HostController,
+                    backup: BackupService | None,
+                    notifier: NotifyService | None) -> list[Coroutine[Any, Any, None]]:
+    """The api daemon's loops that only some configurations have, and pi.json's."""
+    loops = [_publish_pi_stats(config, backup)]
+    if config.pihole is not None:
+        loops.append(pihole_stats.run(config, session))
+    if backup is not None:
+        loops.append(backup.run())
+    if config.control is not None:
+        loops.append(replan.run(config, controller))
+    if notifier is not None:
+        loops.append(notifier.run())
+    return loops
 
 
 def restore_verifier(config: PiConfig, key: bytes, now: float | None = None) -> Verifier:

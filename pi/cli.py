@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, required=True, help="the Pi's config file")
         p.add_argument("--json", action="store_true", help="print the raw JSON answer")
         p.set_defaults(func=func)
+    test = sub.add_parser("notify-test", help="send a test message to each [[notify]] target")
+    test.add_argument("targets", nargs="*", metavar="NAME", help="only these targets")
+    test.add_argument("--config", type=Path, required=True, help="the Pi's config file")
+    test.set_defaults(func=cmd_notify_test)
     check = sub.add_parser("check-config", help="validate a Pi config file and its secrets")
     check.add_argument("file", type=Path)
     check.add_argument("--side", choices=["pi"], help=argparse.SUPPRESS)
@@ -180,6 +184,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from handshake import clientcmd  # noqa: PLC0415
 
     return clientcmd.status(*_api(args.config), args.json)
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from pi.notify import check  # noqa: PLC0415 - only this command needs the senders
+
+    return check.main(pi_config.load(args.config), args.targets)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from pi.control.config import ControlConfig
 from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
 from pi.mqtt.config import MqttConfig
+from pi.notify.config import NotifyCredentials, NotifyOptions, NotifyTarget
 from pi.pihole_stats import PiholeStatsConfig
 from pi.power.config import PowerConfig
 from pi.usage.config import UsageConfig
@@ -52,6 +53,9 @@ class PiSecrets(Secrets, frozen=True, kw_only=True):
     pihole_password: Annotated[str | None, Meta(
         description="Pi-hole's app password (dns backend pihole, [pihole])")] = None
     mqtt_password: Annotated[str | None, Meta(description="the MQTT broker's password ([mqtt])")] = None
+    notify: Annotated[dict[str, NotifyCredentials], Meta(
+        description="[notify.NAME] token, username, password, headers: the credentials of the "
+                    "[[notify]] target NAME")] = msgspec.field(default_factory=dict)
 
 
 class PiSection(Section, frozen=True, kw_only=True):
@@ -171,6 +175,9 @@ class PiConfig(Section, frozen=True, kw_only=True):
     usage: UsageConfig = UsageConfig()
     share: ShareSection | None = None
     backup: BackupConfig | None = None
+    notify: Annotated[tuple[NotifyTarget, ...], Meta(
+        description="where alarms are sent ([[notify]], one table per target)")] = ()
+    notify_options: NotifyOptions = NotifyOptions()
     file: Path = msgspec.field(default=Path("pi.toml"), name="_file")  # set by load()
 
     @property
@@ -182,6 +189,10 @@ class PiConfig(Section, frozen=True, kw_only=True):
         return self.pi.state_dir / "private"
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        labels = [t.label for t in self.notify]
+        for label in sorted({x for x in labels if labels.count(x) > 1}):
+            yield ("notify", f"expected a distinct name for each target (name = \"…\"), got "
+                             f"{labels.count(label)} targets named {label!r}")
         if self.wake_on_demand.dns and self.dns.backend != "builtin":
             yield ("wake_on_demand.dns", f"expected dns.backend = \"builtin\" (only the "
                    f"built-in responder sees the queries; Pi-hole forwards the zone to it), "

@@ -104,6 +104,11 @@ PI_OPENAPI: dict[str, Any] = {
             "parameters": [{"name": "name", "in": "path", "required": True, "example": "host.json",
                             "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]*\\.json$"}}],
             "responses": {"200": _json({"type": "object"}), **_errors(404)}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text format 0.0.4) built from the public files; "
+                       "a stale file exports only its age", "responses": {
+                "200": {"description": "Prometheus text exposition",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/": {"get": {"summary": "The dashboard; without one ([api] frontend_dir), a small "
                                  "page linking the status and this document", "responses": {
             "200": {"description": "HTML", "content": {"text/html": {}}}}}},

@@ -24,6 +24,7 @@ import pytest
 from handshake.backupwire import PATH
 from handshake.client import HandshakeClient
 from handshake.errors import RequestError
+from host.backup import store
 from tests.e2e import ROOT, Site, stop, wait_http, wait_state
 from tests.helpers import KEY, KEY_HEX
 
@@ -221,3 +222,30 @@ async def test_bad_uploads_get_a_precise_error_and_store_nothing(tmp_path: Path)
         assert _temps(site) == []
     finally:
         assert stop(host) == 0
+
+
+def test_host_backups_lists_and_verifies_what_the_host_keeps(tmp_path: Path) -> None:
+    site = Site(tmp_path, interval=0.2)
+    folder = tmp_path / "host-state" / "backups"
+    for i, data in enumerate((b"first backup " * 20, b"second backup " * 20)):
+        upload = store.Upload(folder)
+        upload.write([data])
+        upload.commit(hashlib.sha256(data).hexdigest(), keep=5, now=1_800_000_000.0 + i)
+        upload.discard()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "handshake", "host", "backups", *args,
+                               "--config", str(site.host_config)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=30, check=False)
+
+    listed = cli("--verify", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)["backups"]
+    assert [r["verified"] for r in rows] == [True, True]
+    assert rows[0]["name"] == "edgepair-pi-20270115T080000Z.tar.gz"
+    damaged = folder / rows[1]["name"]
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"X")  # bit rot on the NAS
+    checked = cli("--verify")
+    assert checked.returncode == 1
+    assert "DAMAGED" in checked.stdout
+    assert f"{rows[0]['name']}" in checked.stdout

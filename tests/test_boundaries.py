@@ -64,7 +64,7 @@ print(json.dumps(sorted(sys.modules)))
 @pytest.mark.parametrize(("entry", "absent"), [
     ("handshake.command", {"pi", "host", "aiohttp", "kasa", "pymodbus", "numpy"}),
     ("pi.cli", {"host", "kasa", "pymodbus", "numpy"}),
-    ("pi.api", {"host", "kasa", "pymodbus", "watchdog", "numpy"}),
+    ("pi.api", {"host", "kasa", "pymodbus", "watchdog", "numpy", "prometheus_client"}),
     ("pi.power.daemon", {"host", "pymodbus", "numpy"}),
     ("pi.control.daemon", {"host", "kasa", "numpy"}),  # the Pi never imports numpy
     ("pi.inbox.daemon", {"host", "kasa", "pymodbus", "numpy"}),

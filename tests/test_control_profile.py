@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_shipped_profile_loads() -> None:
-    assert set(profiles.shipped()) >= {"deye-sg-lp1", "modbus-load", "sim-inverter"}
+    assert set(profiles.shipped()) >= {"deye-sg-hp3", "deye-sg-lp1", "modbus-load", "sim-inverter",
+                                      "sunspec-storage"}
     for name in profiles.shipped():
         profile = profiles.load(profiles.PROFILES_DIR / f"{name}.toml")
         assert profile.name == name
@@ -134,7 +135,7 @@ def test_control_section_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("extra", "problem"), [
-    ('profile = "huawei"', "control.profile: no profile 'huawei' (shipped: deye-sg-lp1"),
+    ('profile = "huawei"', "control.profile: no profile 'huawei' (shipped: deye-sg-hp3, deye-sg-lp1"),
     ('profile = "modbus-load"', "expected kind = 'inverter' here"),
     ("max_charge_w = 20000", "control.max_charge_w: expected a value ≤ 12000"),
     ("soc_min_pct = 80\nsoc_max_pct = 60", "control.soc_min_pct: expected less than soc_max_pct"),

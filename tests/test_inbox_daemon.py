@@ -73,6 +73,10 @@ async def test_ready_files_go_to_the_host_and_leave_the_pi(tmp_path: Path, host_
     assert doc["pending"]["files"] == 0
     assert doc["last_flush"]["files"] == 4
     assert doc["last_flush"]["bytes"] == sum(map(len, files.values()))
+    # The counters /metrics exports as edgepair_inbox_delivered_{files,bytes}_total.
+    assert doc["delivered"]["files"] == 4
+    assert doc["delivered"]["bytes"] == sum(map(len, files.values()))
+    assert doc["delivered"]["since"] is not None
     assert doc["last_error"] is None
     assert doc["host_state"] == "online"
     assert doc["wake"] == {"enabled": False, "last_requested_at": None}

@@ -122,7 +122,9 @@ def test_the_depth_check_is_cheap_on_a_hostile_megabyte() -> None:
     start = time.perf_counter()
     with pytest.raises(strictjson.JsonError):
         strictjson.loads(b"[" * 1_000_000)
-    assert time.perf_counter() - start < 0.5
+    # Linear: ~0.1 s here. A quadratic scan of a megabyte takes minutes; the bound is loose
+    # so a loaded CI core never fails it, tight enough to catch that.
+    assert time.perf_counter() - start < 5.0
 
 
 async def test_a_deeply_nested_public_file_the_api_reads_is_as_good_as_none(

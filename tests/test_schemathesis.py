@@ -53,6 +53,7 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "409",
 RUN_TIMEOUT_S = 60
 # What the documents list (their own URL aside, which schemathesis does not test).
 PI_OPERATIONS = {"GET /", "GET /api/v1/health", "GET /api/v1/status", "GET /data/{name}",
+                 "GET /metrics",
                  "POST /api/v1/host/coming-online", "POST /api/v1/host/going-offline",
                  "POST /api/v1/wake", "PUT /api/v1/plan"}
 HOST_OPERATIONS = {"GET /", "GET /api/v1/dashboard", "GET /api/v1/health", "GET /data/{name}",

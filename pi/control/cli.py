@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from handshake import documents
 from handshake.documents import ControlDocument, DocumentError
 from handshake.errors import ConfigError, EdgepairError
@@ -16,6 +18,7 @@ from handshake.util import atomic
 from handshake.util.cliexit import EXIT_FAILED, EXIT_OK, report
 from handshake.util.timeutil import iso, utcnow
 from pi import config as pi_config
+from pi.control import probe
 from pi.control import profile as profiles
 from pi.control.config import ControlConfig
 from pi.control.daemon import BASELINE_FILE, BASELINE_SCHEMA, make_devices
@@ -69,11 +72,15 @@ def commission(control: ControlConfig, private: Path, public: Path, *, force: bo
               "settings. Stop edgepair-pi-control (it leaves the safe state) and run this "
               "again once control.json says safe, or pass --force.", file=sys.stderr)
         return EXIT_FAILED
-    devices = asyncio.run(_read_all(control))
+    control, devices = asyncio.run(_read_all(control))
     document = {"schema": BASELINE_SCHEMA, "taken_at": iso(utcnow()), "profile": control.profile.name,
                 "device": {"address": control.address, "port": control.port,
                            "device_id": control.device_id},
                 "devices": devices}
+    if control.profile.device:
+        document["identity"] = control.profile.device
+        print(f"SunSpec device: {control.profile.device}; models "
+              + ", ".join(f"{m} at {a}" for m, a in control.profile.models.items()))
     atomic.write_json(path, document, 0o640)
     registers = control_registers(control)
     print(f"baseline of {len(registers)} register(s) saved to {path}:")
@@ -88,11 +95,15 @@ def commission(control: ControlConfig, private: Path, public: Path, *, force: bo
     return EXIT_OK
 
 
-async def _read_all(control: ControlConfig) -> dict[str, Any]:
+async def _read_all(control: ControlConfig) -> tuple[ControlConfig, dict[str, Any]]:
+    """The config with its profile probed on the device (identified, SunSpec points found),
+    and every register it writes, raw, per device key."""
     devices = make_devices(control)
-    registers = control_registers(control)
     out: dict[str, Any] = {}
     try:
+        found = await probe.probe(control.profile, devices["inverter"])
+        control = msgspec.structs.replace(control, device_profile=found)
+        registers = control_registers(control)
         for key, device in devices.items():
             regs = [(name, reg) for name, (k, reg) in registers.items() if k == key]
             values = await device.read([reg for _, reg in regs])
@@ -100,7 +111,7 @@ async def _read_all(control: ControlConfig) -> dict[str, Any]:
     finally:
         for device in devices.values():
             await device.close()
-    return out
+    return control, out
 
 
 def _parser() -> argparse.ArgumentParser:

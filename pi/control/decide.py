@@ -31,6 +31,7 @@ DEVICE_UNREACHABLE, DEVICE_ERROR = "device_unreachable", "device_error"
 IMPLAUSIBLE = "implausible_telemetry"
 VERIFY_FAILED, EXTERNAL_OVERRIDE, HARD_LIMIT = "verify_failed", "external_override", "hard_limit"
 WRITE_BUDGET, NOT_COMMISSIONED = "write_budget", "not_commissioned"
+WRONG_DEVICE = "wrong_device"  # the profile's probe: not the device it is for
 STARTING, STOPPED = "starting", "stopped"
 
 

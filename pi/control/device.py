@@ -79,7 +79,9 @@ class ModbusDevice:
         for table, start, count, members in _runs(registers):
             words = await self._read(table, start, count)
             for reg in members:
-                out[reg.name] = words[reg.address - start]
+                at = reg.address - start
+                # A 32-bit value (SunSpec float32): high word first.
+                out[reg.name] = words[at] if reg.words == 1 else words[at] << 16 | words[at + 1]
         return out
 
     async def _read(self, table: str, start: int, count: int) -> list[int]:
@@ -129,12 +131,12 @@ def _runs(registers: Sequence[Register]) -> list[tuple[str, int, int, list[Regis
     """Group registers into (table, start, count, members) reads."""
     runs: list[tuple[str, int, int, list[Register]]] = []
     for reg in sorted(registers, key=lambda r: (r.table, r.address)):
+        last = reg.address + reg.words  # one past the register's last word
         if runs:
             table, start, count, members = runs[-1]
             end = start + count
-            if table == reg.table and reg.address - end <= MAX_GAP \
-                    and reg.address + 1 - start <= MAX_SPAN:
-                runs[-1] = (table, start, max(end, reg.address + 1) - start, [*members, reg])
+            if table == reg.table and reg.address - end <= MAX_GAP and last - start <= MAX_SPAN:
+                runs[-1] = (table, start, max(end, last) - start, [*members, reg])
                 continue
-        runs.append((reg.table, reg.address, 1, [reg]))
+        runs.append((reg.table, reg.address, reg.words, [reg]))
     return runs

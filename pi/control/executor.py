@@ -6,6 +6,9 @@ down, a write that does not stick, not commissioned). It starts in ``safe_unveri
 follows a plan only after a verified apply. Devices are independent: one that does not
 answer stops the plan everywhere, but every device that answers still gets its safe state.
 A safe state that does not stick is written again with a backoff, not every tick.
+A profile that must first probe the device (``[identify]``, SunSpec discovery) writes
+nothing until the probe succeeds: a wrong device stays ``safe_unverified`` (wrong_device),
+untouched, and is probed again each tick.
 """
 
 from __future__ import annotations
@@ -19,16 +22,18 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from handshake.util import atomic, privatefile
 from handshake.util.quietlog import QuietLogger
 from handshake.util.timeutil import iso, utcnow
-from pi.control import apply
+from pi.control import apply, probe
 from pi.control import decide as d
 from pi.control.apply import FOLLOWING, SAFE_UNVERIFIED
 from pi.control.config import ControlConfig
 from pi.control.device import Device, DeviceError
 from pi.control.plan import Plan
-from pi.control.profile import ImplausibleTelemetry, NotCommissioned, Register
+from pi.control.profile import ImplausibleTelemetry, NotCommissioned, Register, WrongDevice
 
 log = logging.getLogger(__name__)
 quiet = QuietLogger(log)
@@ -115,12 +120,16 @@ class Executor:
         self._down: set[str] = set()
         self._safe_failures = 0  # safe applies in a row that did not stick
         self._safe_retry_at = 0.0  # monotonic: no safe-state write before this
+        self.probed = not config.profile.needs_probe
 
     async def tick(self) -> None:
         """One round: telemetry → decision → apply and verify → alarms."""
         now = self.clock()
         self._device_problem = None
         self._down = set()
+        if not self.probed and not await self._probe():
+            self._update_alarms(now)
+            return
         fault = await self._read_telemetry()
         decision = d.decide(self.plan, now, self.telemetry, self.state, self.config.load_names, fault)
         # A device that does not answer keeps no other device from its safe state: the
@@ -132,6 +141,9 @@ class Executor:
 
     async def stop(self) -> None:
         """Leave every device that answers in the safe state (SIGTERM, shutdown)."""
+        if not self.probed:  # nothing was written: the device is as its owner left it
+            self._set(SAFE_UNVERIFIED, d.STOPPED, f"edgepair control stopped; {self.detail}")
+            return
         decision = d.Decision(False, d.STOPPED, "edgepair control stopped", self.state)
         self.last_verify = None  # read back before deciding what to write
         self._down, self._safe_retry_at = set(), 0.0  # the last chance: try everything now
@@ -139,6 +151,32 @@ class Executor:
         self._update_alarms(self.clock())
 
     # -- one tick ---------------------------------------------------------------------
+
+    async def _probe(self) -> bool:
+        """Identify the inverter and find its registers (SunSpec); False: write nothing yet."""
+        profile = self.config.profile
+        try:
+            found = await probe.probe(profile, self.devices["inverter"])
+        except DeviceError as exc:
+            self._device_problem = _problem(exc)
+            quiet.failure("probe", "control: cannot probe the inverter: %s", exc)
+            self._set(SAFE_UNVERIFIED, *self._device_problem)
+            return False
+        except WrongDevice as exc:
+            self._device_problem = (d.WRONG_DEVICE, str(exc))
+            quiet.failure("probe", "control: wrong device at %s: %s; nothing is written",
+                          self.config.address, exc)
+            self._set(SAFE_UNVERIFIED, d.WRONG_DEVICE, f"{exc}; nothing is written")
+            return False
+        quiet.success("probe", "control: the inverter answers the probe again")
+        if found.addressing == "sunspec":
+            log.info("control: SunSpec device %s: models %s", found.device,
+                     ", ".join(f"{m} at {a}" for m, a in found.models.items()))
+        self.config = msgspec.structs.replace(self.config, device_profile=found)
+        self.registers = control_registers(self.config)
+        self.device_of = {name: key for name, (key, _) in self.registers.items()}
+        self.probed = True
+        return True
 
     async def _read_telemetry(self) -> tuple[str, str] | None:
         profile = self.config.profile

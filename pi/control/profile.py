@@ -4,13 +4,24 @@ A profile names registers and says, per mode, what each control register holds: 
 the commissioned ``"baseline"`` (what the device held before edgepair touched it), a value
 from the plan's slot (``{from = "power_w", factor = …}``) or ``"keep"`` (not this mode's
 business: neither written nor verified). The safe state names every control register.
-Engineering value = raw × scale; 16-bit registers only. Light: no device library here.
+Engineering value = raw × scale; control registers are 16-bit (telemetry may be a 32-bit value).
+Light: no device library here.
+
+Addressing: a ``fixed`` profile gives each register's address. A ``sunspec`` profile names
+SunSpec model points instead (``model = 124, point = "InWRte"``): where a model lives and
+the scale factors are the device's own, so they are found at run time (``pi.control.sunspec``
+walks the model chain from the "SunS" marker and :meth:`Profile.resolved` gets the concrete
+profile). This is a property of the profile, not a new kind: a SunSpec inverter is still an
+``inverter`` with the same modes, safe state and commissioning. ``[identify]`` (either
+addressing) names a register and the values that say "this is the device the profile is for":
+checked before anything is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +30,7 @@ from typing import Any
 from handshake.errors import FatalError
 from handshake.modes import BATTERY_MODES
 from handshake.util.configfile import Problems, Section, load_toml, resolve
+from pi.control import sunspec_models
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 KINDS = ("inverter", "load")
@@ -33,6 +45,12 @@ WRITE_TABLES = ("holding", "coil")
 SOURCES = ("power_w", "soc_target", "export_cap_w")
 # The Pi's hard limits ([control]) a power register may be capped by.
 LIMIT_NAMES = ("max_charge_w", "max_discharge_w")
+ADDRESSING = ("fixed", "sunspec")
+# Where a SunSpec device's register map may start ("SunS" at the first two registers).
+SUNSPEC_BASES = (40000, 50000, 0)
+# SunSpec point types a profile may read or write (strings and accumulators are not telemetry).
+SUNSPEC_TELEMETRY_TYPES = ("uint16", "int16", "float32")
+SUNSPEC_CONTROL_TYPES = ("uint16", "int16", "enum16", "bitfield16")
 
 
 class NotCommissioned(FatalError):
@@ -43,9 +61,13 @@ class ImplausibleTelemetry(FatalError):
     """A telemetry value lies outside the profile's plausible range."""
 
 
+class WrongDevice(FatalError):
+    """The device is not what the profile is for (its identity, its SunSpec models)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Register:
-    """One 16-bit register (or coil): where it is and how raw counts map to units."""
+    """One register or coil (a 32-bit telemetry value: two): where it is and how raw counts map to units."""
 
     name: str
     address: int
@@ -60,10 +82,23 @@ class Register:
     # ``limit_factor``: the register's units per W (a current at the battery's voltage).
     limit: str | None = None
     limit_factor: float = 1.0
+    words: int = 1  # 2: a 32-bit value, high word first (raw is the 32-bit number)
+    float32: bool = False  # with words = 2: an IEEE 754 single
+    # A SunSpec point (addressing = "sunspec"): the first of these models the device has,
+    # and the point's name; ``percent_of``: a point of the same model the value is a
+    # percentage of (InWRte of WChaMax), so that the register reads and writes in W.
+    model: tuple[int, ...] = ()
+    point: str = ""
+    percent_of: str = ""
 
     def decode(self, raw: int) -> float:
         if self.table == "coil":
             return float(bool(raw))
+        if self.words == 2:
+            if self.float32:
+                return float(struct.unpack(">f", raw.to_bytes(4, "big"))[0]) * self.scale
+            value = raw - 0x1_0000_0000 if self.signed and raw >= 0x8000_0000 else raw
+            return value * self.scale
         value = raw - 0x10000 if self.signed and raw >= 0x8000 else raw
         return value * self.scale
 
@@ -94,6 +129,23 @@ class Write:
 
 
 @dataclass(frozen=True, slots=True)
+class Identify:
+    """A register whose value says which device answers, and the values the profile is for."""
+
+    register: Register
+    values: tuple[int, ...]
+    what: str = ""
+
+    def check(self, raw: int, profile: str) -> None:
+        """WrongDevice unless ``raw`` is one of the expected values."""
+        if raw not in self.values:
+            expected = " or ".join(str(v) for v in self.values)
+            raise WrongDevice(f"the device is not one profile {profile} is for: "
+                              f"{self.what or 'register'} {self.register.table} "
+                              f"{self.register.address} reads {raw}, expected {expected}")
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     name: str
     kind: str
@@ -106,6 +158,23 @@ class Profile:
     registers: Mapping[str, Register] = field(default_factory=dict)
     modes: Mapping[str, Mapping[str, Write]] = field(default_factory=dict)
     safe: Mapping[str, Write] = field(default_factory=dict)
+    addressing: str = "fixed"
+    identify: Identify | None = None
+    sunspec_bases: tuple[int, ...] = SUNSPEC_BASES
+    # After SunSpec discovery: who the device says it is ("Mn Md SN") and where each model is.
+    device: str = ""
+    models: Mapping[int, int] = field(default_factory=dict)
+
+    @property
+    def needs_probe(self) -> bool:
+        """Whether the device must be probed (identified, discovered) before any write."""
+        return self.identify is not None or (self.addressing == "sunspec" and not self.models)
+
+    def resolved(self, telemetry: Mapping[str, Register], registers: Mapping[str, Register],
+                 device: str, models: Mapping[int, int]) -> Profile:
+        """This profile with concrete registers (a SunSpec discovery's result)."""
+        return dataclasses.replace(self, telemetry=dict(telemetry), registers=dict(registers),
+                                   device=device, models=dict(models))
 
     def targets(self, mode: str | None, values: Mapping[str, float | None],
                 baseline: Mapping[str, int],
@@ -156,7 +225,8 @@ class Profile:
         out = {}
         for name, reg in self.telemetry.items():
             value = reg.decode(raws[name])
-            if (reg.min is not None and value < reg.min) or (reg.max is not None and value > reg.max):
+            if math.isnan(value) or (reg.min is not None and value < reg.min) \
+                    or (reg.max is not None and value > reg.max):
                 raise ImplausibleTelemetry(f"{name} = {value:g} is outside the plausible "
                                            f"range {_bound(reg.min)}…{_bound(reg.max)}")
             out[name] = value
@@ -213,9 +283,13 @@ def parse(root: Section, path: Path, kind: str | None = None) -> Profile:
     head = {"description": s.text("description", ""), "verify_on_unit": s.flag("verify_on_unit", True),
             "max_charge_w": s.number("max_charge_w", None, lo=0),
             "max_discharge_w": s.number("max_discharge_w", None, lo=0)}
+    addressing = s.text("addressing", "fixed", choices=ADDRESSING)
+    bases = _addresses(s, "sunspec_bases", SUNSPEC_BASES)
     s.done()
-    telemetry = _registers(root.sub("telemetry"), READ_TABLES)
-    registers = _registers(root.sub("registers"), WRITE_TABLES)
+    sunspec = addressing == "sunspec"
+    telemetry = _registers(root.sub("telemetry"), READ_TABLES, sunspec, SUNSPEC_TELEMETRY_TYPES)
+    registers = _registers(root.sub("registers"), WRITE_TABLES, sunspec, SUNSPEC_CONTROL_TYPES)
+    identify = _identify(root.sub("identify")) if "identify" in root.data else None
     modes_section = root.sub("modes")
     required = REQUIRED_MODES.get(found, ())
     modes = {m: _writes(modes_section.sub(m), registers, allow_keep=True)
@@ -232,26 +306,85 @@ def parse(root: Section, path: Path, kind: str | None = None) -> Profile:
         root.problems.add("registers", "a load profile has exactly one register (the switch)")
     root.done()
     return Profile(name=name, kind=found, file=path, telemetry=telemetry, registers=registers,
-                   modes=modes, safe=safe, **head)
+                   modes=modes, safe=safe, addressing=addressing, identify=identify,
+                   sunspec_bases=bases, **head)
 
 
-def _registers(s: Section, tables: tuple[str, ...]) -> dict[str, Register]:
+def _registers(s: Section, tables: tuple[str, ...], sunspec: bool = False,
+               types: tuple[str, ...] = ()) -> dict[str, Register]:
     out = {}
     for name in list(s.data):
         r = s.sub(name)
-        reg = Register(name=name, address=r.integer("address", lo=0, hi=0xFFFF),
-                       table=r.text("table", "holding", choices=tables),
+        point = _point(r, types) if sunspec else None
+        address = 0 if point is not None else r.integer("address", lo=0, hi=0xFFFF)
+        reg = Register(name=name, address=address,
+                       table="holding" if sunspec else r.text("table", "holding", choices=tables),
                        scale=r.number("scale", 1.0), signed=r.flag("signed", False),
                        min=r.number("min", None), max=r.number("max", None),
                        default=r.number("default", None),
                        limit=r.text("limit", None, choices=LIMIT_NAMES),
-                       limit_factor=r.number("limit_factor", 1.0))
+                       limit_factor=r.number("limit_factor", 1.0),
+                       **(point or {}))
         r.check("scale", reg.scale, lambda v: isinstance(v, float) and v != 0 and math.isfinite(v),
                 "a non-zero number")
         r.done()
-        if isinstance(reg.address, int):
+        if isinstance(reg.address, int) and (not sunspec or point is not None):
             out[name] = reg
     return out
+
+
+def _point(r: Section, types: tuple[str, ...]) -> dict[str, Any] | None:
+    """A SunSpec register's ``model`` (an id or a list: the first the device has), ``point``
+    and ``percent_of``, checked against the known models; None after a problem."""
+    raw = r.data.get("model")
+    r.seen.add("model")
+    models = tuple(raw) if isinstance(raw, list) else (raw,)
+    known = ", ".join(str(m) for m in sunspec_models.MODELS)
+    if raw is None or not models or not all(isinstance(m, int) and not isinstance(m, bool)
+                                            and m in sunspec_models.MODELS for m in models):
+        r.problems.add(r.key("model"), f"expected a SunSpec model id or a list of them "
+                       f"(known: {known}), got {raw!r}")
+        return None
+    point = r.text("point")
+    percent_of = r.text("percent_of", "")
+    if not isinstance(point, str) or not isinstance(percent_of, str):
+        return None
+    for m in models:
+        p = sunspec_models.MODELS[m].points.get(point)
+        if p is None or p.type not in types:
+            r.problems.add(r.key("point"), f"expected a point of model {m} of type "
+                           f"{'/'.join(types)}, got {point!r}")
+            return None
+        if percent_of and percent_of not in sunspec_models.MODELS[m].points:
+            r.problems.add(r.key("percent_of"), f"expected a point of model {m}, got {percent_of!r}")
+            return None
+    return {"model": models, "point": point, "percent_of": percent_of}
+
+
+def _addresses(s: Section, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = s.data.get(key, list(default))
+    s.seen.add(key)
+    if not isinstance(raw, list) or not raw or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFFFF for v in raw):
+        s.problems.add(s.key(key), f"expected a list of register addresses 0-65535, got {raw!r}")
+        return default
+    return tuple(raw)
+
+
+def _identify(s: Section) -> Identify | None:
+    address = s.integer("address", lo=0, hi=0xFFFF)
+    table = s.text("table", "holding", choices=READ_TABLES)
+    raw = s.data.get("values")
+    s.seen.add("values")
+    what = s.text("what", "")
+    s.done()
+    if not isinstance(raw, list) or not raw or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFFFF for v in raw):
+        s.problems.add(s.key("values"), f"expected a list of raw register values, got {raw!r}")
+        return None
+    if not isinstance(address, int):
+        return None
+    return Identify(Register("identify", address, table), tuple(raw), what)
 
 
 def _writes(s: Section, registers: Mapping[str, Register], *, allow_keep: bool) -> dict[str, Write]:

@@ -24,6 +24,9 @@ class InboxConfig(Section, frozen=True, kw_only=True):
         ge=1, le=30 * 86400, description="… or a ready file has waited this long")] = None
     publish_interval_s: Annotated[float, Meta(
         ge=1, le=3600, description="inbox.json is rewritten at least this often")] = 30.0
+    alert_after_s: Annotated[float | None, Meta(
+        ge=1, le=30 * 86400, description="[[notify]]: a file waiting longer than this is an "
+                                         "alarm (inbox_waiting); unset: none")] = None
 
     @property
     def wake_enabled(self) -> bool:

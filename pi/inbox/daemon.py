@@ -68,7 +68,7 @@ class Inbox:
         self.root = inbox.dir
         self.clock, self.wall = clock, wall
         self.tracker = Tracker(inbox.settle_s, small_bytes=inboxwire.SMALL_FILE_BYTES)
-        self.report = status.Report()
+        self.report = status.Report(started_at=wall())
         self.sender = Sender(self.root, self.tracker, self.report, inbox.parallel,
                              inbox.parallel_small, on_done=self._poke, on_deleted=self._emptied,
                              clock=clock, wall=wall)

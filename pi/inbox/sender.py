@@ -272,6 +272,8 @@ class Sender:
         self.quiet.success("host", "the host takes inbox files again")
         self.report.rejected.pop(rel, None)
         self.digests.pop(rel, None)
+        self.report.delivered_files += 1
+        self.report.delivered_bytes += progress.bytes
         if self.flush is not None:
             self.flush.files += 1
             self.flush.bytes += progress.bytes

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from handshake.documents import InboxDocument, InboxPending, schema_of
+from handshake.documents import InboxDelivered, InboxDocument, InboxPending, schema_of
 from handshake.util.timeutil import iso
 from pi.inbox.config import InboxConfig
 from pi.inbox.tracker import Identity, Tracker
@@ -53,6 +53,10 @@ class Report:
     rejected: dict[str, dict[str, Any]] = field(default_factory=dict)
     host_state: str | None = None
     wake_requested_at: float | None = None
+    # Delivered since the daemon started (counters: /metrics reads them with increase()).
+    started_at: float | None = None
+    delivered_files: int = 0
+    delivered_bytes: int = 0
 
 
 def pending(tracker: Tracker, now: float, known: Callable[[str, Identity], bool],
@@ -109,6 +113,8 @@ def document(config: InboxConfig, pending: Pending, report: Report, now: float) 
                              oldest=iso(pending.oldest_mtime),
                              ready_files=pending.ready_files, ready_bytes=pending.ready_bytes,
                              hashed_files=pending.hashed_files),
+        delivered=InboxDelivered(files=report.delivered_files, bytes=report.delivered_bytes,
+                                 since=iso(report.started_at)),
         in_flight=_shown([p.to_json() for p in report.in_flight]),
         last_flush=_shown(report.last_flush),
         last_error=_shown(report.last_error),

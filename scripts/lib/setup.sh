@@ -12,6 +12,7 @@ SYSTEM_TOOLS=(
     "dnsmasq:dnsmasq-base"
     "nginx:nginx"
     "chromium:chromium fonts-dejavu-core"
+    "prometheus:prometheus"
     "mosquitto:mosquitto"
 )
 

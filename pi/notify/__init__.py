@@ -1,0 +1,1 @@
+"""Notifications: alarms detected from the public files, sent to webhook, ntfy and MQTT targets."""
