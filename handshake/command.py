@@ -26,6 +26,7 @@ GROUPS = {
     "host": "host.cli",
     "power": "pi.power.cli",
     "control": "pi.control.cli",
+    "node": "pi.nodes.cli",
     "demo": "handshake.demo",
 }
 # Commands either side offers: ``<side>.cli`` runs them with the command kept in argv.
@@ -36,6 +37,7 @@ HELP = {
     "host": "the host side: `edgepair host run|notify|plan …`",
     "power": "power history: `edgepair power export …`",
     "control": "energy control: `edgepair control commission|status …`",
+    "node": "ESP32 nodes: `edgepair node list|approve|remove|rename|job|flash …`",
     "demo": "everything on 127.0.0.1 with simulated devices",
     "wake": "ask the Pi to wake the host (--config: either side's file)",
     "status": "show the host's state as the Pi sees it (--config: either side's file)",

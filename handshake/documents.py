@@ -12,7 +12,7 @@ what other daemons read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -301,6 +301,38 @@ class MqttDocument(Document, frozen=True, kw_only=True, tag="edgepair.mqtt/1"):
 # -- the host's own public files (its dashboard) ----------------------------------------------
 
 
+class NodeReading(msgspec.Struct, frozen=True, kw_only=True):
+    value: float | int | bool
+    unit: str | None = None
+    at: str
+
+
+class NodeNextJob(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    due: str
+    action: str
+
+
+class NodeEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One ESP32 node as nodes.json shows it."""
+
+    hwid: str
+    name: str | None = None
+    role: str | None = None
+    state: Literal["pending", "online", "offline"]
+    last_seen: str | None = None
+    firmware: str = ""
+    capabilities: list[str] = []
+    readings: dict[str, NodeReading] = {}
+    next_job: NodeNextJob | None = None
+
+
+class NodesDocument(Document, frozen=True, kw_only=True, tag="edgepair.nodes/1"):
+    """nodes.json (node): each ESP32 node's state, last seen, readings and next job."""
+
+    nodes: list[NodeEntry] = []
+
+
 class SnapshotSentDocument(Document, frozen=True, kw_only=True, tag="edgepair.snapshot/1"):
     """snapshot-sent.json (host notify): the snapshot the Pi acknowledged."""
 
@@ -327,7 +359,7 @@ FILES: dict[type[Document], str] = {
     PiholeDocument: "pihole.json", UsageDocument: "usage.json", PowerDocument: "power.json",
     InboxDocument: "inbox.json", MqttDocument: "mqtt.json",
     ControlDocument: "control.json", SnapshotSentDocument: "snapshot-sent.json",
-    InboxReceivedDocument: "inbox-received.json",
+    InboxReceivedDocument: "inbox-received.json", NodesDocument: "nodes.json",
 }
 
 

@@ -35,6 +35,7 @@ DAEMONS = {
     "inbox": "pi.inbox.daemon",
     "control": "pi.control.daemon",
     "mqtt": "pi.mqtt.daemon",
+    "node": "pi.nodes.daemon",
 }
 
 

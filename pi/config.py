@@ -30,12 +30,15 @@ from pi.control.config import ControlConfig
 from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
 from pi.mqtt.config import MqttConfig
+from pi.nodes.config import NodesConfig
 from pi.notify.config import NotifyCredentials, NotifyOptions, NotifyTarget
 from pi.pihole_stats import PiholeStatsConfig
 from pi.power.config import PowerConfig
 from pi.usage.config import UsageConfig
 
-DAEMONS = ("api", "power", "inbox", "control", "mqtt")
+DAEMONS = ("api", "power", "inbox", "control", "node", "mqtt")
+# The section that configures a daemon, where its name differs.
+_SECTION_OF = {"node": "nodes"}
 _MAC_RE = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
 _NAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                       r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -172,6 +175,7 @@ class PiConfig(Section, frozen=True, kw_only=True):
     control: ControlConfig | None = None
     pihole: PiholeStatsConfig | None = None
     mqtt: MqttConfig | None = None
+    nodes: NodesConfig | None = None
     usage: UsageConfig = UsageConfig()
     share: ShareSection | None = None
     backup: BackupConfig | None = None
@@ -212,7 +216,8 @@ class PiConfig(Section, frozen=True, kw_only=True):
 
     def daemons(self) -> tuple[str, ...]:
         """The daemons this file configures: api always, the others when their section exists."""
-        return ("api", *(d for d in DAEMONS[1:] if getattr(self, d) is not None))
+        return ("api", *(d for d in DAEMONS[1:]
+                         if getattr(self, _SECTION_OF.get(d, d)) is not None))
 
     def secrets(self) -> PiSecrets:
         return load_secrets(self.pi.secrets_file, PiSecrets)

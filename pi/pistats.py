@@ -47,7 +47,8 @@ def collect(state_dir: Path, daemons: tuple[str, ...], interval_s: float,
 
 
 # The public file each daemon besides the api (this process) keeps fresh.
-DAEMON_FILES = {"power": "power.json", "inbox": "inbox.json", "control": "control.json"}
+DAEMON_FILES = {"power": "power.json", "inbox": "inbox.json", "control": "control.json",
+                "node": "nodes.json"}
 # Just after start, a daemon without a file yet is not known to be down ("running": null).
 STARTUP_GRACE_S = 60.0
 

@@ -15,6 +15,8 @@ import shutil
 import socket
 import sqlite3
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import msgspec
@@ -352,3 +354,31 @@ def test_a_work_dir_elsewhere_keeps_the_build_off_private(tmp_path: Path) -> Non
     assert bundle.work_dir(relative) == tmp_path / "run" / "here" / "edgepair-backup"
     with pytest.raises(ConfigError, match=r"backup\.work_dir: expected a path"):
         pi_config.load(pi_toml(tmp_path, extra="[backup]\nwork_dir = 5\n"))
+
+
+def test_a_json_file_caught_mid_write_is_read_again(tmp_path: Path) -> None:
+    """tinydb rewrites its file in place: a backup must not keep a torn registry."""
+    config = make_pi(tmp_path)
+    registry = config.private_dir / "nodes-registry.json"
+    whole = b'{"nodes": {"1": {"hwid": "ab12", "name": "blinds"}}}'
+    registry.write_bytes(whole[:20])  # the writer is halfway
+
+    def finish() -> None:
+        time.sleep(0.08)
+        registry.write_bytes(whole)
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    try:
+        built = bundle.build(config, include_secrets=False, now=T0, hostname="pi")
+    finally:
+        writer.join()
+    with tarfile.open(built.path) as tar:
+        member = tar.extractfile("private/nodes-registry.json")
+        assert member is not None
+        assert member.read() == whole
+    assert built.skipped == ()
+    registry.write_bytes(b"{broken for good")
+    again = bundle.build(config, include_secrets=False, now=T0, hostname="pi")
+    assert again.skipped == ("private/nodes-registry.json: not valid JSON after 5 reads "
+                             "(backed up as it is)",)

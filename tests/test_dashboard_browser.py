@@ -667,3 +667,40 @@ def _run(coroutine: Any) -> Any:
     if "error" in result:
         raise result["error"]
     return result.get("value")
+
+
+def test_nodes_card_shows_each_node_and_hides_without_nodes(tab: Tab, pi_site: PiSite) -> None:
+    public = pi_site.public
+    tab.open(pi_site.url + "/")
+    assert card(tab, "nodes") == "ok"
+    assert tab.page.is_visible("#card-nodes")
+    blinds = "#card-nodes [data-node=node-3fa1c2d4]"
+    assert tab.text(f"{blinds} [data-field=name]") == "living-blinds"
+    assert tab.text(f"{blinds} [data-field=state]") == "online"
+    assert tab.text(f"{blinds} [data-reading=temperature] strong") == "21.5 °C"
+    # The fixture's 20:00 is eight hours after its generated_at; the fixtures move in time.
+    assert re.fullmatch(r"Next: motor down 5 s at (\w{3} \d+ \w{3}, )?\d\d:\d\d",
+                        tab.text(f"{blinds} [data-field=next-job]"))
+    door = "#card-nodes [data-node=node-77b0e912]"
+    assert tab.text(f"{door} [data-field=state]") == "offline"
+    assert tab.text(f"{door} [data-reading=door] strong") == "off"
+    pending = "#card-nodes [data-node=node-c0ffee01]"
+    assert tab.text(f"{pending} [data-field=state]") == "waiting for approval"
+    assert tab.text(f"{pending} [data-field=approve]").startswith(
+        "edgepair node approve node-c0ffee01 --code")
+    tab.shot("nodes.png")
+    tab.assert_clean()
+    try:
+        empty = fixtures.load("nodes")
+        empty["nodes"] = []
+        (public / "nodes.json").write_text(json.dumps(empty))
+        tab.open(pi_site.url + "/")
+        assert tab.page.is_hidden("#card-nodes")
+        (public / "nodes.json").unlink()
+        tab.problems.clear()
+        tab.open(pi_site.url + "/")
+        assert tab.page.is_hidden("#card-nodes")
+        assert card(tab, "power") == "ok"
+        tab.assert_clean(expected_404=("nodes.json",))
+    finally:
+        fixtures.write(public, ("nodes",))

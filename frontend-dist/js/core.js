@@ -105,7 +105,7 @@ export function plural(n, one, many = `${one}s`) {
 // -- decisions ----------------------------------------------------------------------
 
 /** Why a file that is not there is not there, per card. */
-const DAEMON_OF = { power: "power", inbox: "inbox", control: "control" };
+const DAEMON_OF = { power: "power", inbox: "inbox", control: "control", nodes: "node" };
 
 /** Problems with a parsed public file, or null: it must be ours and readable. */
 export function problem(name, doc) {

@@ -8,6 +8,7 @@ import {
   absentWords, ago, duration, freshness, pollDelayS, wakeAnswer, wakeView,
 } from "./core.js";
 import { FETCH_TIMEOUT_MS, Source } from "./source.js";
+import { hasNodes, renderNodes } from "./nodes.js";
 import { renderUsage } from "./usage.js";
 
 const TICK_MS = 1000;
@@ -16,14 +17,17 @@ const FIRST_DRAW_WAIT_MS = 500;
 const RENDERERS = {
   host: renderHost, power: renderPower, inbox: renderInbox, pihole: renderPihole,
   pi: renderPi, control: renderControl, received: renderReceived, sent: renderSent,
-  usage: renderUsage,
+  usage: renderUsage, nodes: renderNodes,
 };
 const WRITERS = {
   host: "the api daemon", pi: "the api daemon", pihole: "the api daemon", usage: "the api daemon",
   power: "the power daemon", inbox: "the inbox daemon", control: "the control daemon",
+  nodes: "the node daemon",
 };
 // Cards on the Pi's files; host mode adds the host's own.
-const PI_CARDS = ["host", "usage", "power", "inbox", "control", "pihole", "pi"];
+const PI_CARDS = ["host", "usage", "power", "inbox", "control", "pihole", "nodes", "pi"];
+// Cards shown only while their file has something in it (no ESP32 nodes: no Nodes card).
+const SHOWN_IF = { nodes: hasNodes };
 // Cards whose charts are drawn at their body's width.
 const CHART_CARDS = ["power", "usage"];
 const HOST_CARDS = { received: "inbox-received", sent: "snapshot-sent" };
@@ -191,6 +195,7 @@ function viewOf(name, source) {
 function renderCard(card) {
   const source = app.sources.get(card.name);
   const view = viewOf(card.name, source);
+  if (SHOWN_IF[card.name]) card.el.hidden = !SHOWN_IF[card.name](view.doc);
   card.el.dataset.status = view.status;
   if (view.detail) card.el.dataset.detail = view.detail;
   else delete card.el.dataset.detail;

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import sqlite3
 import tarfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,9 @@ MAX_PLAIN_BYTES = 64 * 1024 * 1024
 # The archive is written through gzip at this level: a Pi 3B+ core packs ~10 MB/s.
 GZIP_LEVEL = 6
 READ_CHUNK = 256 * 1024
+# A JSON file that does not parse is read again this often, this far apart.
+JSON_TRIES = 5
+JSON_PAUSE_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +98,8 @@ def sources(config: PiConfig, include_secrets: bool) -> tuple[list[Source], list
             continue
         sqlite = is_sqlite(path)
         if not sqlite and path.stat().st_size > MAX_PLAIN_BYTES:
-            skipped.append(f"private/{rel}: larger than {MAX_PLAIN_BYTES} bytes and not a database")
+            skipped.append(f"left out private/{rel}: larger than {MAX_PLAIN_BYTES} bytes and "
+                           f"not a database")
             continue
         out.append(Source(f"private/{rel}", "private", path, sqlite))
     if config.power is not None:
@@ -131,7 +137,9 @@ def build(config: PiConfig, *, include_secrets: bool, now: float, hostname: str)
             snapshot(source.path, copy)
             staged.append((_member(source, *_digest(copy)), copy))
         else:
-            data = source.path.read_bytes()
+            data, note = read_settled(source)
+            if note:
+                skipped.append(note)
             staged.append((_member(source, hashlib.sha256(data).hexdigest(), len(data)), data))
     manifest = Manifest(created_at=iso(now) or "", hostname=hostname, version=__version__,
                         config_file=str(config.file), state_dir=str(config.pi.state_dir),
@@ -154,6 +162,24 @@ def build(config: PiConfig, *, include_secrets: bool, now: float, hostname: str)
         os.fsync(raw.fileno())
     return Built(path=archive, sha256=sink.hash.hexdigest(), bytes=sink.size,
                  manifest=manifest, skipped=tuple(skipped))
+
+
+def read_settled(source: Source, tries: int = JSON_TRIES,
+                 pause_s: float = JSON_PAUSE_S) -> tuple[bytes, str | None]:
+    """A private file's bytes; a JSON file read again while it does not parse (a writer
+    that rewrites in place, as tinydb does, may be mid-write), then taken as it is."""
+    data = source.path.read_bytes()
+    if source.path.suffix != ".json":
+        return data, None
+    for _ in range(tries):
+        try:
+            json.loads(data)
+        except ValueError:
+            time.sleep(pause_s)
+            data = source.path.read_bytes()
+        else:
+            return data, None
+    return data, f"{source.name}: not valid JSON after {tries} reads (backed up as it is)"
 
 
 def snapshot(database: Path, target: Path) -> None:

@@ -147,7 +147,7 @@ class BackupService:
                 bundle.build, self.config, include_secrets=self.backup.include_secrets,
                 now=started, hostname=self.hostname)
             for line in built.skipped:
-                log.warning("backup: left out %s", line)
+                log.warning("backup: %s", line)
             answer = await self._send(built)
             if not isinstance(answer, dict) or answer.get("sha256") != built.sha256:
                 raise EdgepairError(f"the host stored something else than was sent "

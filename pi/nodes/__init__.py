@@ -1,0 +1,1 @@
+"""ESP32 nodes: pairing, the registry, jobs and their log, the node daemon, flashing."""
