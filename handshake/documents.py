@@ -295,6 +295,20 @@ class EnergyDocument(Document, frozen=True, kw_only=True, tag="edgepair.energy/1
     plan: dict[str, Any] | None = None
 
 
+class MqttDocument(Document, frozen=True, kw_only=True, tag="edgepair.mqtt/1"):
+    """mqtt.json (mqtt): the broker link, what is published there, the last error."""
+
+    broker: str
+    connected: bool = False
+    since: str | None = None  # connected or disconnected since
+    topic_prefix: str | None = None
+    entities: int = 0
+    messages_published: int = 0  # since the daemon started
+    connects: int = 0
+    last_publish: str | None = None
+    last_error: str | None = None
+
+
 # -- the host's own public files (its dashboard) ----------------------------------------------
 
 
@@ -354,7 +368,7 @@ D = TypeVar("D", bound=Document)
 FILES: dict[type[Document], str] = {
     HostDocument: "host.json", SnapshotDocument: "snapshot.json", PiDocument: "pi.json",
     PiholeDocument: "pihole.json", UsageDocument: "usage.json", PowerDocument: "power.json",
-    InboxDocument: "inbox.json",
+    InboxDocument: "inbox.json", MqttDocument: "mqtt.json",
     ControlDocument: "control.json", EnergyDocument: "energy.json",
     SnapshotSentDocument: "snapshot-sent.json",
     InboxReceivedDocument: "inbox-received.json", NodesDocument: "nodes.json",

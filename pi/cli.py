@@ -18,14 +18,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from handshake import clientcmd
 from handshake.errors import EdgepairError
 from handshake.util.cliexit import EXIT_USAGE, report, report_group
 from handshake.util.sdnotify import Notifier, Watchdog
 from handshake.util.secrets import load_secrets
 from handshake.util.urls import local_url
 from pi import config as pi_config
-from pi.backup import restore
 
 log = logging.getLogger("edgepair")
 
@@ -36,6 +34,7 @@ DAEMONS = {
     "power": "pi.power.daemon",
     "inbox": "pi.inbox.daemon",
     "control": "pi.control.daemon",
+    "mqtt": "pi.mqtt.daemon",
     "node": "pi.nodes.daemon",
 }
 
@@ -173,11 +172,18 @@ def _api(path: Path) -> tuple[str, bytes]:
     return local_url(config.api.listen), config.secrets().handshake_key
 
 
+# clientcmd pulls aiohttp (≈ 10 MB RSS): imported by the commands that use it, so a daemon
+# that has no use for it (mqtt, control) does not carry it.
+
 def cmd_wake(args: argparse.Namespace) -> int:
+    from handshake import clientcmd  # noqa: PLC0415
+
     return clientcmd.wake(*_api(args.config), args.json)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from handshake import clientcmd  # noqa: PLC0415
+
     return clientcmd.status(*_api(args.config), args.json)
 
 
@@ -188,6 +194,8 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from pi.backup import restore  # noqa: PLC0415 - sqlite3 and tarfile (≈ 2.7 MB) only here
+
     restore.restore(args.file, args.config, force=args.force,
                     say=lambda line: print(f"edgepair: {line}"))
     print("edgepair: restored; start the daemons (systemctl start edgepair-pi-api …)")
@@ -195,6 +203,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from handshake import clientcmd  # noqa: PLC0415
+
     return clientcmd.check_config(
         args.file, "pi", pi_config.load, lambda path: load_secrets(path, pi_config.PiSecrets),
         clientcmd.secrets_path(args.file, "pi"))

@@ -29,13 +29,14 @@ from pi.backup.config import BackupConfig
 from pi.control.config import ControlConfig
 from pi.demand.config import DemandConfig
 from pi.inbox.config import InboxConfig
+from pi.mqtt.config import MqttConfig
 from pi.nodes.config import NodesConfig
 from pi.notify.config import NotifyCredentials, NotifyOptions, NotifyTarget
 from pi.pihole_stats import PiholeStatsConfig
 from pi.power.config import PowerConfig
 from pi.usage.config import UsageConfig
 
-DAEMONS = ("api", "power", "inbox", "control", "node")
+DAEMONS = ("api", "power", "inbox", "control", "node", "mqtt")
 # The section that configures a daemon, where its name differs.
 _SECTION_OF = {"node": "nodes"}
 _MAC_RE = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
@@ -54,6 +55,7 @@ class PiSecrets(Secrets, frozen=True, kw_only=True):
     tapo_password: Annotated[str | None, Meta(description="its password")] = None
     pihole_password: Annotated[str | None, Meta(
         description="Pi-hole's app password (dns backend pihole, [pihole])")] = None
+    mqtt_password: Annotated[str | None, Meta(description="the MQTT broker's password ([mqtt])")] = None
     notify: Annotated[dict[str, NotifyCredentials], Meta(
         description="[notify.NAME] token, username, password, headers: the credentials of the "
                     "[[notify]] target NAME")] = msgspec.field(default_factory=dict)
@@ -65,7 +67,7 @@ class PiSection(Section, frozen=True, kw_only=True):
     state_dir: Annotated[Path, Meta(description="public/ and private/ state")] = \
         Path("/var/lib/edgepair")
     secrets_file: Annotated[Path, Meta(description="handshake_key, tapo_username, tapo_password, "
-                                                   "pihole_password")] = \
+                                                   "pihole_password, mqtt_password")] = \
         Path("/etc/edgepair/secrets.toml")
 
 
@@ -172,6 +174,7 @@ class PiConfig(Section, frozen=True, kw_only=True):
     inbox: InboxConfig | None = None
     control: ControlConfig | None = None
     pihole: PiholeStatsConfig | None = None
+    mqtt: MqttConfig | None = None
     nodes: NodesConfig | None = None
     usage: UsageConfig = UsageConfig()
     share: ShareSection | None = None
@@ -198,6 +201,9 @@ class PiConfig(Section, frozen=True, kw_only=True):
             yield ("wake_on_demand.dns", f"expected dns.backend = \"builtin\" (only the "
                    f"built-in responder sees the queries; Pi-hole forwards the zone to it), "
                    f"got dns.backend = \"{self.dns.backend}\"")
+        if self.mqtt is not None and self.mqtt.allow_wake and not self.api.allow_anonymous_wake:
+            yield ("mqtt.allow_wake", "expected api.allow_anonymous_wake = true (the button "
+                   "goes through the anonymous wake and its rate limit), got false")
 
     def shares(self) -> dict[str, Path]:
         """The SMB folders on the Pi whose free space pi.json shows, by share name."""

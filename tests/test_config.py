@@ -143,3 +143,29 @@ def test_parse_days(text: str, days: tuple[int, ...] | None) -> None:
             parse_days(text)
     else:
         assert parse_days(text) == days
+
+
+def test_mqtt_section_problems_are_named(tmp_path: Path) -> None:
+    path = pi_toml(tmp_path, anonymous_wake=False, extra="""
+[mqtt]
+port = 0
+topic_prefix = "edgepair/#"
+allow_wake = true
+ca_file = "ca.pem"
+""")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    text = "\n".join(caught.value.problems)
+    assert "mqtt.port: expected a value ≥ 1, got 0" in text
+    assert "mqtt.topic_prefix: expected MQTT topic levels without + or #" in text
+    path = pi_toml(tmp_path, anonymous_wake=False, extra="[mqtt]\nallow_wake = true\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert "mqtt.allow_wake: expected api.allow_anonymous_wake = true" in caught.value.problems[0]
+    path = pi_toml(tmp_path, extra='[mqtt]\nca_file = "ca.pem"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert "mqtt.ca_file: expected tls = true" in caught.value.problems[0]
+    config = load(pi_toml(tmp_path, extra="[mqtt]\n"))
+    assert config.mqtt is not None
+    assert "mqtt" in config.daemons()

@@ -133,6 +133,8 @@ def test_optional_pi_settings_are_valid(tmp_path: Path) -> None:
     assert [(w.at, w.days) for w in config.schedule.wake] == [("07:00", (0, 1, 2, 3, 4))]
     assert config.dns.hosts_file == Path("/var/lib/edgepair/failover.hosts")
     assert config.dns.dnsmasq_pidfile is not None
+    assert config.mqtt is not None
+    assert (config.mqtt.username, config.mqtt.topic_prefix) == ("edgepair", "edgepair/pi")
 
 
 def test_optional_host_settings_are_valid(tmp_path: Path) -> None:
@@ -155,3 +157,4 @@ def test_secrets_example_names_the_keys_load_secrets_reads(tmp_path: Path) -> No
     assert secrets.tapo_username == "you@example.com"
     assert secrets.tapo_password
     assert secrets.pihole_password
+    assert secrets.mqtt_password

@@ -28,7 +28,7 @@ EXAMPLES = REPO / "scripts" / "config"
 SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze"
 EDGEPAIR = "/opt/edgepair/venv/bin/edgepair"
 
-PI_DAEMONS = ("api", "power", "inbox", "control", "node")
+PI_DAEMONS = ("api", "power", "inbox", "control", "node", "mqtt")
 DAEMON_UNITS = (*(f"edgepair-pi-{d}.service" for d in PI_DAEMONS), "edgepair-host.service")
 ALL_UNITS = (*DAEMON_UNITS, "edgepair-host-shutdown.service", "edgepair-host-plan.service")
 TIMERS = ("edgepair-host-plan.timer", "edgepair-host-replan.timer")
