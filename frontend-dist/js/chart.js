@@ -84,43 +84,118 @@ export function lineChart({ values, startMs, stepS, width, height = 130, label }
   }
   for (const d of area) chart.append(svg("path", { class: "area", d }));
   for (const d of line) chart.append(svg("path", { class: "stroke", d }));
-  const spanMs = values.length * stepS * 1000;
+  chart.append(...hourTicks(startMs, values.length * stepS * 1000, plotW, base, height));
+  return chart;
+}
+
+/** A tick and its hour every TICK_HOURS along a time axis `spanMs` long from `startMs`. */
+function hourTicks(startMs, spanMs, plotW, base, height) {
+  const out = [];
   const first = new Date(startMs);
   first.setMinutes(0, 0, 0);
   for (let t = first.getTime(); t <= startMs + spanMs; t += 3600 * 1000) {
     if (t < startMs || new Date(t).getHours() % TICK_HOURS !== 0) continue;
     const tx = MARGIN.left + ((t - startMs) / spanMs) * plotW;
-    chart.append(svg("line", { class: "tick", x1: tx, x2: tx, y1: base, y2: base + 4 }),
+    out.push(svg("line", { class: "tick", x1: tx, x2: tx, y1: base, y2: base + 4 }),
       svg("text", { class: "label", x: tx, y: height - 3, "text-anchor": "middle" }, hourLabel(t)));
   }
+  return out;
+}
+
+const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
+
+/**
+ * Series on one axis of `count` slots of `stepS` from `startMs` (a day's 15-min slots):
+ * kind "line" (a gap where a value is null), "area" (filled to 0) or "bars" (up or down
+ * from 0, each with a <title>). The scale spans 0 and every value; `nowMs` draws a marker.
+ */
+export function slotChart({ series, startMs, stepS, count, width, height = 130, label, format, nowMs = null }) {
+  const plotW = Math.max(40, width - MARGIN.left - MARGIN.right);
+  const plotH = height - MARGIN.top - MARGIN.bottom;
+  const all = series.flatMap((s) => s.values.filter(isNumber));
+  const top = niceCeil(Math.max(0, ...all));
+  const low = Math.min(0, ...all);
+  const bottom = low < 0 ? -niceCeil(-low) : 0;
+  const slot = plotW / Math.max(1, count);
+  const x = (i) => MARGIN.left + (i + 0.5) * slot;
+  const y = (v) => MARGIN.top + (plotH * (top - v)) / (top - bottom);
+  const zero = y(0);
+  const chart = svg("svg", {
+    class: "chart slots", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label,
+  });
+  for (const v of new Set([bottom, 0, top])) {
+    chart.append(svg("line", { class: "grid", x1: MARGIN.left, x2: MARGIN.left + plotW, y1: y(v), y2: y(v) }));
+    if (v !== 0 || bottom < 0) {
+      chart.append(svg("text", { class: "label", x: MARGIN.left - 4, y: y(v) + 4, "text-anchor": "end" },
+        `${v < 0 ? "−" : ""}${compact(Math.abs(v))}`));
+    }
+  }
+  for (const s of series) {
+    const cls = `series ${s.cls}`;
+    if (s.kind === "bars") {
+      const gap = slot > 4 ? 1 : 0;
+      s.values.forEach((v, i) => {
+        if (!isNumber(v) || v === 0) return;
+        const top_ = Math.min(y(v), zero);
+        chart.append(svg("rect", {
+          class: `${cls} ${v > 0 ? "up" : "down"}`, x: (MARGIN.left + i * slot + gap / 2).toFixed(1), y: top_.toFixed(1),
+          width: Math.max(0.5, slot - gap).toFixed(1), height: Math.max(0.5, Math.abs(y(v) - zero)).toFixed(1),
+        }, svg("title", {}, `${hourLabel(startMs + i * stepS * 1000)}: ${s.label} ${format(v)}`)));
+      });
+      continue;
+    }
+    const runs = [];
+    let run = [];
+    s.values.forEach((v, i) => {
+      if (isNumber(v)) run.push([x(i), y(v)]);
+      else if (run.length) runs.push(run.splice(0));
+    });
+    if (run.length) runs.push(run);
+    for (const r of runs) {
+      const d = r.map(([px, py], i) => `${i ? "L" : "M"}${px.toFixed(1)},${py.toFixed(1)}`).join("");
+      if (s.kind === "area") {
+        chart.append(svg("path", { class: `${cls} area`, d: `M${r[0][0].toFixed(1)},${zero.toFixed(1)}${d.replace(/^M/, "L")}`
+          + `L${r[r.length - 1][0].toFixed(1)},${zero.toFixed(1)}Z` }));
+      }
+      chart.append(svg("path", { class: `${cls} stroke`, d }));
+    }
+  }
+  const spanMs = count * stepS * 1000;
+  if (nowMs !== null && nowMs >= startMs && nowMs <= startMs + spanMs) {
+    const nx = (MARGIN.left + ((nowMs - startMs) / spanMs) * plotW).toFixed(1);
+    chart.append(svg("line", { class: "now", x1: nx, x2: nx, y1: MARGIN.top, y2: MARGIN.top + plotH }));
+  }
+  chart.append(...hourTicks(startMs, spanMs, plotW, MARGIN.top + plotH, height));
   return chart;
 }
 
 /** Thirty days of energy, oldest first; a day without a figure is marked, not drawn as 0. */
-export function barChart({ days, width, height = 100, label }) {
+export function barChart({ days, width, height = 100, label, key = "kwh", format = kwh }) {
   const plotW = Math.max(40, width - MARGIN.left - MARGIN.right);
   const plotH = height - MARGIN.top - MARGIN.bottom;
-  const known = days.map((d) => d.kwh).filter((v) => typeof v === "number" && Number.isFinite(v));
+  const known = days.map((d) => d[key]).filter(isNumber);
   const top = niceCeil(Math.max(0, ...known));
   const slot = plotW / Math.max(1, days.length);
   const gap = slot > 6 ? 2 : 1;
   const chart = svg("svg", {
     class: "chart bars", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
-    "aria-label": `${label}: ${days.length} days, ${known.length ? `total ${kwh(known.reduce((a, b) => a + b, 0))}, highest ${kwh(Math.max(...known))}` : "no figures"}`,
+    "aria-label": `${label}: ${days.length} days, ${known.length ? `total ${format(known.reduce((a, b) => a + b, 0))}, highest ${format(Math.max(...known))}` : "no figures"}`,
   });
   chart.append(...yGrid(top, plotW, plotH));
   const base = MARGIN.top + plotH;
   days.forEach((d, i) => {
     const bx = MARGIN.left + i * slot + gap / 2;
     const when = localDate(d.date);
-    const title = svg("title", {}, `${day(when)}: ${typeof d.kwh === "number" ? kwh(d.kwh) : "no figure"}`);
-    if (typeof d.kwh !== "number" || !Number.isFinite(d.kwh)) {
+    const value = d[key];
+    const title = svg("title", {}, `${day(when)}: ${isNumber(value) ? format(value) : "no figure"}`);
+    if (!isNumber(value)) {
       chart.append(svg("rect", { class: "bar missing", x: bx.toFixed(1), y: base - 2, width: (slot - gap).toFixed(1), height: 2 }, title));
       return;
     }
-    const bh = Math.max(1, (plotH * d.kwh) / top);
+    const bh = Math.max(1, (plotH * Math.max(0, value)) / top);
+    // Below zero (a day that lost money): a thin mark at the base, its figure in the title.
     chart.append(svg("rect", {
-      class: i === days.length - 1 ? "bar today" : "bar", x: bx.toFixed(1), y: (base - bh).toFixed(1),
+      class: `bar${i === days.length - 1 ? " today" : ""}${value < 0 ? " negative" : ""}`, x: bx.toFixed(1), y: (base - bh).toFixed(1),
       width: (slot - gap).toFixed(1), height: bh.toFixed(1),
     }, title));
   });

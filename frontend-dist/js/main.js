@@ -10,6 +10,7 @@ import {
 import { FETCH_TIMEOUT_MS, Source } from "./source.js";
 import { hasNodes, renderNodes } from "./nodes.js";
 import { renderEnergy } from "./energy.js";
+import { renderHistory, renderPlan } from "./plan.js";
 import { renderUsage } from "./usage.js";
 
 const TICK_MS = 1000;
@@ -18,7 +19,7 @@ const FIRST_DRAW_WAIT_MS = 500;
 const RENDERERS = {
   host: renderHost, power: renderPower, inbox: renderInbox, pihole: renderPihole,
   pi: renderPi, control: renderControl, received: renderReceived, sent: renderSent,
-  usage: renderUsage, nodes: renderNodes, energy: renderEnergy,
+  usage: renderUsage, nodes: renderNodes, energy: renderEnergy, plan: renderPlan, history: renderHistory,
 };
 const WRITERS = {
   host: "the api daemon", pi: "the api daemon", pihole: "the api daemon", usage: "the api daemon",
@@ -31,8 +32,12 @@ const PI_CARDS = ["host", "usage", "power", "inbox", "control", "energy", "pihol
 // Cards shown only while their file has something in it (no ESP32 nodes: no Nodes card).
 const SHOWN_IF = { nodes: hasNodes };
 // Cards whose charts are drawn at their body's width.
-const CHART_CARDS = ["power", "usage"];
+const CHART_CARDS = ["power", "usage", "plan", "history"];
 const HOST_CARDS = { received: "inbox-received", sent: "snapshot-sent" };
+// Host mode's full views: cards drawn from a Pi file another card already polls.
+const HOST_VIEWS = { plan: "energy", history: "energy" };
+// A card redrawn when another file changes (the Plan shows control.json's override).
+const ALSO_ON = { plan: ["control"] };
 
 const app = {
   mode: "pi",
@@ -64,6 +69,7 @@ async function start() {
       addCard(name).el.hidden = false;
       addSource(name, `data/${file}.json`, { schema: file === "snapshot-sent" ? "snapshot" : file });
     }
+    for (const [name, file] of Object.entries(HOST_VIEWS)) addCard(name, file).el.hidden = false;
   }
   setUpWake(mode);
   watchWidth();
@@ -100,10 +106,10 @@ function describeMode(mode) {
   }
 }
 
-function addCard(name) {
+function addCard(name, source = name) {
   const el = document.getElementById(`card-${name}`);
   const card = {
-    name, el, body: el.querySelector(".body"), banner: el.querySelector(".banner"),
+    name, source, el, body: el.querySelector(".body"), banner: el.querySelector(".banner"),
     age: el.querySelector(".card-head .age"), state: {}, lastStatus: "loading", width: 0,
   };
   app.cards.set(name, card);
@@ -137,8 +143,11 @@ function onResult(name, source, changed) {
   }
   if (name === "snapshot") {
     renderSnapshotPart();
-  } else if (changed || app.cards.get(name).lastStatus === "loading") {
-    renderCard(app.cards.get(name));
+  } else {
+    for (const card of app.cards.values()) {
+      if (card.source === name ? changed || card.lastStatus === "loading"
+        : changed && ALSO_ON[card.name]?.includes(name) && card.lastStatus !== "loading") renderCard(card);
+    }
   }
   if (name === "host") updateWake();
   if (name === "pi" && changed) {
@@ -195,8 +204,8 @@ function viewOf(name, source) {
 }
 
 function renderCard(card) {
-  const source = app.sources.get(card.name);
-  const view = viewOf(card.name, source);
+  const source = app.sources.get(card.source);
+  const view = viewOf(card.source, source);
   if (SHOWN_IF[card.name]) card.el.hidden = !SHOWN_IF[card.name](view.doc);
   card.el.dataset.status = view.status;
   if (view.detail) card.el.dataset.detail = view.detail;
@@ -214,18 +223,19 @@ function renderCard(card) {
   const ctx = {
     now: source.now(), state: card.state, width: card.width, stale: view.status !== "ok",
     rerender: () => renderCard(card),
+    other: (name) => app.sources.get(name)?.result.lastGood ?? null,
   };
   try {
     RENDERERS[card.name](card.body, view.doc, ctx);
     card.failedDoc = null;
   } catch (error) {
     // A file that passed the checks but still has a surprise in it: this card only.
-    if (card.failedDoc !== view.doc) console.warn(`edgepair: cannot show ${card.name}.json`, error);
+    if (card.failedDoc !== view.doc) console.warn(`edgepair: cannot show ${card.source}.json`, error);
     card.failedDoc = view.doc; // the same document is not tried again every second
     card.el.dataset.status = "unreadable";
     card.lastStatus = "unreadable";
     card.banner.hidden = false;
-    fill(card.banner, `Unreadable: ${card.name}.json has a value this page cannot show (${error.message}).`);
+    fill(card.banner, `Unreadable: ${card.source}.json has a value this page cannot show (${error.message}).`);
   }
 }
 
@@ -271,8 +281,8 @@ function tick() {
   if (!app.drawn) return;
   for (const card of app.cards.values()) {
     if (card.lastStatus === "loading") continue;
-    const source = app.sources.get(card.name);
-    const view = viewOf(card.name, source);
+    const source = app.sources.get(card.source);
+    const view = viewOf(card.source, source);
     const failedAgain = card.lastStatus === "unreadable" && card.failedDoc === view.doc;
     if (view.status !== card.lastStatus && !failedAgain) {
       renderCard(card);
@@ -305,6 +315,7 @@ function watchWidth() {
   if (!("ResizeObserver" in window)) return;
   for (const name of CHART_CARDS) {
     const card = app.cards.get(name);
+    if (!card) continue;
     let pending = false;
     new ResizeObserver(() => {
       if (pending) return;
