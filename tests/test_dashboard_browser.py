@@ -711,3 +711,82 @@ def test_nodes_card_shows_each_node_and_hides_without_nodes(tab: Tab, pi_site: P
         tab.assert_clean(expected_404=("nodes.json",))
     finally:
         fixtures.write(public, ("nodes",))
+
+
+@pytest.mark.parametrize("width", [1280, 360])
+def test_host_plan_and_history_views_draw_energy_json(
+        tab: Tab, pi_site: PiSite, width: int) -> None:
+    """Host mode: the Plan (today's slots, planned against actual) and the 30-day History."""
+    energy = pi_site.public / "energy.json"
+    tmp = energy.with_suffix(".tmp")
+    tmp.write_text(json.dumps(fixtures.load_today("energy")))
+    tmp.replace(energy)
+    try:
+        _plan_and_history(tab, pi_site, width)
+    finally:
+        fixtures.write(pi_site.public, ("energy",))
+
+
+def _plan_and_history(tab: Tab, pi_site: PiSite, width: int) -> None:
+    tab.page.set_viewport_size({"width": width, "height": 900})
+    tab.open(pi_site.host_url + "/")
+    t = tab.text
+    assert card(tab, "plan") == "ok", t("#card-plan")
+    assert card(tab, "history") == "ok", t("#card-history")
+    assert t("#card-plan [data-field=plan-saving]") == \
+        "expected 0.42 EUR · realised 0.37 EUR so far"
+    assert t("#card-plan [data-fact=audited] dd") == \
+        "24 of 64 slots of this plan; 48 slots today"
+    assert t("#card-plan [data-fact=planner-run] dd").startswith("plan from 06:00 (")
+    assert "energy.json" in t("#card-plan [data-fact=inputs] dd")
+    # 49 slots today (00:00 to the running 12:00 one), each on the 96-slot grid
+    power = "#card-plan [data-chart=power] svg"
+    bars = tab.page.locator(f"{power} rect.battery")
+    assert bars.count() == 16 + 12  # charge 02:00-06:00, discharge 06:00-09:00, else hold
+    assert tab.page.locator(f"{power} rect.battery.down").count() == 12  # 06:00-09:00
+    assert "02:00: planned battery 2.20 kW" in (bars.first.text_content() or "")
+    soc = "#card-plan [data-chart=soc] svg"
+    assert "actual" in (tab.page.get_attribute(soc, "aria-label") or "")
+    # the actual SoC runs to the last complete slot (11:45), it ends just before the middle
+    actual_end = tab.page.eval_on_selector(
+        f"{soc} path.actual-soc", "e => +e.getAttribute('d').split('L').pop().split(',')[0]")
+    grid = tab.page.eval_on_selector(
+        f"{soc} line.grid", "e => [+e.getAttribute('x1'), +e.getAttribute('x2')]")
+    middle = (grid[0] + grid[1]) / 2
+    assert grid[0] < actual_end < middle, (actual_end, grid)
+    assert middle - actual_end < (grid[1] - grid[0]) / 96 * 2
+    day_s = time.time() % 86400  # the browser runs in UTC
+    now = tab.page.eval_on_selector(f"{soc} line.now", "e => +e.getAttribute('x1')")
+    assert abs(now - (grid[0] + (grid[1] - grid[0]) * day_s / 86400)) < 3
+    assert tab.page.locator("#card-plan details.slot-table tbody tr").count() == 49
+    # the override: shown, and its buttons are off with the reason beside them
+    assert t("#card-plan [data-field=override]").startswith("charge at 2.50 kW to 80 % until")
+    buttons = tab.page.locator("#card-plan .override button")
+    assert buttons.count() == 6
+    assert all(buttons.nth(i).is_disabled() for i in range(6))
+    assert "edgepair host control override" in t("#override-note")
+    # History: 30 days, one without figures, the sums of the fixture's days
+    saving = "#card-history [data-chart=saving] svg"
+    assert tab.page.locator(f"{saving} rect.bar").count() == 30
+    assert tab.page.locator(f"{saving} rect.bar.missing").count() == 1
+    assert tab.page.locator(f"#card-history [data-chart=import] svg rect.bar.today").count() == 1
+    assert t("#card-history [data-field=history-saving]").startswith("saved ")
+    assert "in 29 days" in t("#card-history [data-field=history-saving]")
+    # no horizontal scroll at either width, the charts fit their card
+    overflow = tab.page.evaluate("document.documentElement.scrollWidth - innerWidth")
+    assert overflow <= 0, overflow
+    chart_w = tab.page.eval_on_selector_all(
+        "#card-plan svg.chart, #card-history svg.chart", "els => els.map(e => e.getBoundingClientRect().right)")
+    assert max(chart_w) <= width, chart_w
+    tab.shot(f"dashboard-host-plan-{width}.png")
+    tab.page.emulate_media(color_scheme="dark")
+    tab.shot(f"dashboard-host-plan-{width}-dark.png")
+    tab.assert_clean()
+
+
+def test_the_pis_page_has_no_plan_or_history_view(tab: Tab, pi_site: PiSite) -> None:
+    tab.open(pi_site.url + "/")
+    assert tab.page.is_hidden("#card-plan")
+    assert tab.page.is_hidden("#card-history")
+    assert card(tab, "energy") == "ok"
+    tab.assert_clean()
