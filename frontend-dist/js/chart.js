@@ -89,11 +89,11 @@ export function lineChart({ values, startMs, stepS, width, height = 130, label }
 }
 
 /** A tick and its hour every TICK_HOURS along a time axis `spanMs` long from `startMs`. */
-function hourTicks(startMs, spanMs, plotW, base, height) {
+function hourTicks(startMs, spanMs, plotW, base, height, { end = true } = {}) {
   const out = [];
   const first = new Date(startMs);
   first.setMinutes(0, 0, 0);
-  for (let t = first.getTime(); t <= startMs + spanMs; t += 3600 * 1000) {
+  for (let t = first.getTime(); end ? t <= startMs + spanMs : t < startMs + spanMs; t += 3600 * 1000) {
     if (t < startMs || new Date(t).getHours() % TICK_HOURS !== 0) continue;
     const tx = MARGIN.left + ((t - startMs) / spanMs) * plotW;
     out.push(svg("line", { class: "tick", x1: tx, x2: tx, y1: base, y2: base + 4 }),
@@ -107,13 +107,14 @@ const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
 /**
  * Series on one axis of `count` slots of `stepS` from `startMs` (a day's 15-min slots):
  * kind "line" (a gap where a value is null), "area" (filled to 0) or "bars" (up or down
- * from 0, each with a <title>). The scale spans 0 and every value; `nowMs` draws a marker.
+ * from 0, each with a <title>). The scale spans 0 and every value (or up to `max`); `nowMs`
+ * draws a marker.
  */
-export function slotChart({ series, startMs, stepS, count, width, height = 130, label, format, nowMs = null }) {
+export function slotChart({ series, startMs, stepS, count, width, height = 130, label, format, nowMs = null, max = null }) {
   const plotW = Math.max(40, width - MARGIN.left - MARGIN.right);
   const plotH = height - MARGIN.top - MARGIN.bottom;
   const all = series.flatMap((s) => s.values.filter(isNumber));
-  const top = niceCeil(Math.max(0, ...all));
+  const top = max ?? niceCeil(Math.max(0, ...all));
   const low = Math.min(0, ...all);
   const bottom = low < 0 ? -niceCeil(-low) : 0;
   const slot = plotW / Math.max(1, count);
@@ -165,7 +166,7 @@ export function slotChart({ series, startMs, stepS, count, width, height = 130, 
     const nx = (MARGIN.left + ((nowMs - startMs) / spanMs) * plotW).toFixed(1);
     chart.append(svg("line", { class: "now", x1: nx, x2: nx, y1: MARGIN.top, y2: MARGIN.top + plotH }));
   }
-  chart.append(...hourTicks(startMs, spanMs, plotW, MARGIN.top + plotH, height));
+  chart.append(...hourTicks(startMs, spanMs, plotW, MARGIN.top + plotH, height, { end: false }));
   return chart;
 }
 

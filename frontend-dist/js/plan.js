@@ -17,6 +17,9 @@ const OVERRIDE_NOTE = "Buttons are off on purpose: the host agent takes override
 const OVERRIDE_MODES = ["auto", "hold", "charge", "discharge", "safe"];
 
 const CHART_WIDTH_MIN = 240;
+// The History's charts go two a row from this body width (style.css .history-charts).
+const HISTORY_TWO_UP_PX = 640;
+const HISTORY_GAP_PX = 10;
 
 function slotSeries(slots, pick) {
   return slots.map((s) => {
@@ -82,6 +85,7 @@ export function renderPlan(body, doc, ctx) {
       chart("soc", "Battery SoC (%): planned, actual", {
         label: `Battery SoC today: planned ${rangeWords(planned("soc_pct"), pct)}, actual ${lastSoc === undefined ? "no reading yet" : `${pct(lastSoc)} now`}`,
         format: pct,
+        max: 100,
         series: [
           { kind: "line", cls: "planned-soc", label: "planned", values: planned("soc_pct") },
           { kind: "line", cls: "actual-soc", label: "actual", values: actualSoc },
@@ -178,7 +182,7 @@ export function renderHistory(body, doc, ctx) {
     ]),
     h("div", { class: "history-charts" }, ...HISTORY_CHARTS.map(([name, caption, key, format]) => h("figure", { class: "plan-chart", "data-chart": name },
       h("figcaption", {}, caption),
-      barChart({ days, width: ctx.width >= 640 ? Math.floor((width - 16) / 2) : width, height: 90, label: caption, key, format })))));
+      barChart({ days, width: width >= HISTORY_TWO_UP_PX ? Math.floor((width - HISTORY_GAP_PX) / 2) : width, height: 90, label: caption, key, format })))));
 }
 
 /** The 30 days ending today, oldest first; a date with no row is a day without figures. */
