@@ -779,6 +779,9 @@ def _plan_and_history(tab: Tab, pi_site: PiSite, width: int) -> None:
         "#card-plan svg.chart, #card-history svg.chart", "els => els.map(e => e.getBoundingClientRect().right)")
     assert max(chart_w) <= width, chart_w
     tab.shot(f"dashboard-host-plan-{width}.png")
+    for name in ("plan", "history"):
+        (ARTIFACTS / f"dashboard-host-{name}-card-{width}.png").write_bytes(
+            tab.page.locator(f"#card-{name}").screenshot())
     tab.page.emulate_media(color_scheme="dark")
     tab.shot(f"dashboard-host-plan-{width}-dark.png")
     tab.assert_clean()

@@ -128,7 +128,7 @@ export function slotChart({ series, startMs, stepS, count, width, height = 130, 
     chart.append(svg("line", { class: "grid", x1: MARGIN.left, x2: MARGIN.left + plotW, y1: y(v), y2: y(v) }));
     if (v !== 0 || bottom < 0) {
       chart.append(svg("text", { class: "label", x: MARGIN.left - 4, y: y(v) + 4, "text-anchor": "end" },
-        `${v < 0 ? "−" : ""}${compact(Math.abs(v))}`));
+        v === 0 ? "0" : `${v < 0 ? "−" : ""}${compact(Math.abs(v))}`));
     }
   }
   for (const s of series) {

@@ -160,14 +160,17 @@ function overridePart(control, nowMs) {
 const HISTORY_CHARTS = [
   ["saving", "Saving against doing nothing (EUR)", "saving_eur", eur],
   ["cost", "Cost (EUR)", "cost_eur", eur],
-  ["self", "Self-sufficiency (%)", "self_sufficiency", (v) => pct(v * 100)],
+  ["self", "Self-sufficiency (%)", "self_pct", pct],
   ["import", "Grid import (kWh)", "import_kwh", kwh],
   ["export", "Grid export (kWh)", "export_kwh", kwh],
 ];
 
 /** 30 days: cost, saving, self-sufficiency, grid import and export; a day without figures is marked. */
 export function renderHistory(body, doc, ctx) {
-  const days = lastDays(Array.isArray(doc.days) ? doc.days.filter((d) => d && typeof d === "object") : [], doc.today?.date);
+  const rows = Array.isArray(doc.days) ? doc.days.filter((d) => d && typeof d === "object") : [];
+  const days = lastDays(rows, doc.today?.date).map((d) => ({
+    ...d, self_pct: typeof d.self_sufficiency === "number" ? d.self_sufficiency * 100 : null,
+  }));
   const width = Math.max(CHART_WIDTH_MIN, ctx.width || 0);
   const sum = (key) => days.reduce((a, d) => a + (typeof d[key] === "number" ? d[key] : 0), 0);
   const counted = days.filter((d) => typeof d.saving_eur === "number").length;
