@@ -14,12 +14,18 @@ and through the shipped nginx config (gzip on), when Debian's nginx is installed
 
     .venv/bin/python scripts/bench/dashboard_load.py [--loads 20] [--quick] [--json]
 
+Host mode (``--host``, and in the default run): the host agent serves the page and the
+Pi's files come across origins from the api daemon; the page has the Plan and History
+views too. Neither server compresses there, so its gzip figure is each response's body
+as fetched, gzip-compressed at level 6 (what nginx's ``gzip on`` would send, ±headers).
+
 Everything runs on 127.0.0.1; the daemon, nginx and Chromium are stopped on exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import statistics
 import sys
@@ -32,6 +38,9 @@ from dashboard_site import CHROMIUM, CHROMIUM_ARGS, NGINX, DashboardSite, Nginx
 TARGET_BYTES = 150_000  # uncompressed first load (1 KB = 1000 bytes)
 TARGET_GZIP_BYTES = 60_000  # the same through nginx with gzip
 TARGET_RENDER_MS = 300.0  # median time to the first complete render, api daemon, loopback
+TARGET_HOST_GZIP_BYTES = 60_000  # host mode's first load, every response gzip-compressed
+TARGET_HOST_RENDER_MS = 300.0  # host mode: median time to the first complete render
+GZIP_LEVEL = 6
 # A load that has not rendered by then is broken, not slow.
 RENDER_TIMEOUT_MS = 15_000
 QUICK_LOADS = 5
@@ -42,7 +51,7 @@ _COLLECT = """() => {
   return {
     rendered_ms: window.edgepairRenderedMs,
     resources: entries.map((e) => ({
-      name: new URL(e.name).pathname, transfer: e.transferSize,
+      name: new URL(e.name).pathname, url: e.name, transfer: e.transferSize,
       encoded: e.encodedBodySize, decoded: e.decodedBodySize})),
   };
 }"""
@@ -70,6 +79,9 @@ async def bench(loads: int, as_json: bool) -> int:
         proc = site.start(children)
         async with aiohttp.ClientSession() as session:
             await wait_http(session, site.api + "/data/pi.json", procs=(proc,), log=site.log)
+        host = site.start_host(children)
+        async with aiohttp.ClientSession() as session:
+            await wait_http(session, site.host + "/api/v1/health", procs=(host,), log=site.host_log)
         if nginx is not None:
             nginx.start()
         async with async_playwright() as playwright:
@@ -79,18 +91,23 @@ async def bench(loads: int, as_json: bool) -> int:
                 await _load(browser, site.api)  # warm up the daemon and Chromium once
                 direct: list[dict[str, Any]] = []
                 proxied: list[dict[str, Any]] = []
-                for _ in range(loads):  # interleaved: both see the same machine load
+                hosted: list[dict[str, Any]] = []
+                await _load(browser, site.host)
+                for _ in range(loads):  # interleaved: all see the same machine load
                     direct.append(await _load(browser, site.api))
                     if nginx is not None:
                         proxied.append(await _load(browser, nginx.url))
+                    hosted.append(await _load(browser, site.host))
             finally:
                 await browser.close()
+        host_gzip = await _gzip_bytes(hosted[0])
     finally:
         if nginx is not None:
             nginx.stop()
         children.stop_all()
         site.remove()
     result = _figures(direct, proxied, loads, start_load)
+    _host_figures(result, hosted, host_gzip)
     if as_json:
         emit_json(result["figures"], result["targets"])
     else:
@@ -108,6 +125,33 @@ async def _load(browser: Any, url: str) -> dict[str, Any]:
         return got
     finally:
         await context.close()
+
+
+async def _gzip_bytes(load: dict[str, Any]) -> dict[str, int]:
+    """The host-mode first load's responses again, each body gzip-compressed (level 6)."""
+    out = {"requests": 0, "decoded": 0, "gzip": 0}
+    async with aiohttp.ClientSession() as session:
+        for r in load["resources"]:
+            async with session.get(r["url"]) as answer:
+                body = await answer.read()
+            out["requests"] += 1
+            out["decoded"] += len(body)
+            out["gzip"] += len(gzip.compress(body, compresslevel=GZIP_LEVEL))
+    return out
+
+
+def _host_figures(result: dict[str, Any], hosted: list[dict[str, Any]],
+                  gz: dict[str, int]) -> None:
+    from _common import Target  # noqa: PLC0415
+
+    render = [h["rendered_ms"] for h in hosted]
+    result["figures"]["host_mode"] = {**_totals(hosted[0]), "gzip": gz["gzip"],
+                                      "render_ms": summary(render, digits=1)}
+    result["targets"] += [
+        Target("host mode first load bytes (every response gzip -6)", gz["gzip"],
+               TARGET_HOST_GZIP_BYTES, "B"),
+        Target("host mode median time to complete render (host agent)",
+               round(statistics.median(render), 1), TARGET_HOST_RENDER_MS, "ms", strict=True)]
 
 
 def _totals(load: dict[str, Any]) -> dict[str, int]:
@@ -161,6 +205,13 @@ def _print(result: dict[str, Any]) -> None:
     if "nginx" in f:
         r = f["nginx"]["render_ms"]
         print(f"             nginx:      median {r['median']} ms, p95 {r['p95']} ms, "
+              f"min {r['min']} ms, max {r['max']} ms")
+    if "host_mode" in f:
+        m = f["host_mode"]
+        r = m["render_ms"]
+        print(f"  host mode  {m['requests']} requests, {m['transfer']:,} B transferred, "
+              f"{m['gzip']:,} B gzip -6 (content {m['decoded']:,} B)")
+        print(f"             render median {r['median']} ms, p95 {r['p95']} ms, "
               f"min {r['min']} ms, max {r['max']} ms")
     for target in result["targets"]:
         print(f"  target     {target.line()}")

@@ -47,6 +47,20 @@ class DashboardSite:
         secrets = self.root / "secrets.toml"
         secrets.write_text(f'handshake_key = "{keygen()}"\n')
         secrets.chmod(0o600)
+        self.host_port = free_port()
+        self.host = f"http://127.0.0.1:{self.host_port}"
+        self.host_log = self.root / "host.log"
+        self.host_config = self.root / "host.toml"
+        # Host mode: the host agent serves the full dashboard and reads the Pi's files.
+        self.host_config.write_text(f"""
+[host]
+listen = "127.0.0.1:{self.host_port}"
+state_dir = "{self.root / 'host-state'}"
+secrets_file = "{secrets}"
+frontend_dir = "{FRONTEND}"
+[pi]
+url = "{self.api}"
+""")
         self.config = self.root / "pi.toml"
         # The host sleeps: its agent's port is closed. Magic packets go to a unicast
         # loopback port nobody listens on.
@@ -88,6 +102,10 @@ days = "mon-fri"
         from pi.state import HostState, HostStatus  # noqa: PLC0415
 
         fixtures.write(self.public, fixtures.PI_FILES)
+        # The Plan view draws today's slots on the day: the energy fixture moved by whole days,
+        # compact as the control daemon writes it.
+        atomic.write_json(self.public / "energy.json", fixtures.load_today("energy"), compact=True)
+        fixtures.write(self.root / "host-state" / "public", fixtures.HOST_FILES)
         snapshot = fixtures.load("snapshot")
         slept = datetime.fromisoformat(snapshot["received_at"].replace("Z", "+00:00"))
         status = HostStatus(state=HostState.OFFLINE, since=slept.timestamp(), reason="suspend")
@@ -98,6 +116,11 @@ days = "mon-fri"
         self.write_fixtures()
         return children.spawn(["--log-level", self.log_level, "pi", "run", "api",
                                "--config", str(self.config)], self.log)
+
+    def start_host(self, children: Children) -> subprocess.Popen[bytes]:
+        """The host agent on ``self.host`` (call after ``start``: the fixtures are written)."""
+        return children.spawn(["--log-level", self.log_level, "host", "run",
+                               "--config", str(self.host_config)], self.host_log)
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
