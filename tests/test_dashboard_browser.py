@@ -769,14 +769,15 @@ def _plan_and_history(tab: Tab, pi_site: PiSite, width: int) -> None:
     saving = "#card-history [data-chart=saving] svg"
     assert tab.page.locator(f"{saving} rect.bar").count() == 30
     assert tab.page.locator(f"{saving} rect.bar.missing").count() == 1
-    assert tab.page.locator(f"#card-history [data-chart=import] svg rect.bar.today").count() == 1
+    assert tab.page.locator("#card-history [data-chart=import] svg rect.bar.today").count() == 1
     assert t("#card-history [data-field=history-saving]").startswith("saved ")
     assert "in 29 days" in t("#card-history [data-field=history-saving]")
     # no horizontal scroll at either width, the charts fit their card
     overflow = tab.page.evaluate("document.documentElement.scrollWidth - innerWidth")
     assert overflow <= 0, overflow
     chart_w = tab.page.eval_on_selector_all(
-        "#card-plan svg.chart, #card-history svg.chart", "els => els.map(e => e.getBoundingClientRect().right)")
+        "#card-plan svg.chart, #card-history svg.chart",
+        "els => els.map(e => e.getBoundingClientRect().right)")
     assert max(chart_w) <= width, chart_w
     tab.shot(f"dashboard-host-plan-{width}.png")
     for name in ("plan", "history"):
