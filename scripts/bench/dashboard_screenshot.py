@@ -4,6 +4,8 @@
 The real Pi api daemon serves ``frontend-dist`` with the fixture files of
 ``tests/fixtures/dashboard`` (the host asleep, three plugs, an inbox, Pi-hole, energy
 control); Debian's Chromium, headless via Playwright, renders it at 1280 px and at 360 px.
+The host agent then serves the full (host-mode) page: its Plan and History cards are
+photographed on their own (the browser in UTC, the fixtures' time zone).
 With ``--url`` it photographs a dashboard that is already running instead (e.g. the one
 ``scripts/demo`` serves at http://127.0.0.1:8770/) into ``dashboard-demo.png``.
 
@@ -24,6 +26,9 @@ OUT = ROOT / "scripts" / "screenshots"
 # Viewport width → file name; each shot is the full page.
 SHOTS = {1280: "dashboard.png", 360: "dashboard-360.png"}
 URL_SHOTS = {1280: "dashboard-demo.png"}
+# Host mode (the host agent serves the page): the Plan and History cards on their own.
+CARD_SHOTS = {1280: {"plan": "dashboard-host-plan.png", "history": "dashboard-host-history.png"},
+              360: {"plan": "dashboard-host-plan-360.png"}}
 # Long enough for the page to be complete and the fonts settled.
 RENDER_TIMEOUT_MS = 15_000
 
@@ -58,14 +63,20 @@ async def shoot(out: Path, scheme: str) -> int:
             await wait_for("a heartbeat in host.json", heartbeat_published, procs=(proc,),
                            log=site.log)
         await photograph(site.api + "/", SHOTS, out, scheme)
+        host = site.start_host(children)
+        async with aiohttp.ClientSession() as session:
+            await wait_http(session, site.host + "/api/v1/health", procs=(host,), log=site.host_log)
+        await photograph(site.host + "/", {}, out, scheme, cards=CARD_SHOTS)
     finally:
         children.stop_all()
         site.remove()
     return 0
 
 
-async def photograph(url: str, shots: dict[int, str], out: Path, scheme: str) -> int:
-    """Full-page screenshots of ``url`` once it has rendered completely, one per width."""
+async def photograph(url: str, shots: dict[int, str], out: Path, scheme: str,
+                     cards: dict[int, dict[str, str]] | None = None) -> int:
+    """Full-page screenshots of ``url`` once it has rendered completely, one per width;
+    ``cards``: width → {card: file}, those cards alone."""
     from playwright.async_api import async_playwright  # noqa: PLC0415 - a test extra
 
     out.mkdir(parents=True, exist_ok=True)
@@ -73,18 +84,22 @@ async def photograph(url: str, shots: dict[int, str], out: Path, scheme: str) ->
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                    args=CHROMIUM_ARGS)
         try:
-            for width, name in shots.items():
+            for width in sorted({*shots, *(cards or {})}, reverse=True):
                 context = await browser.new_context(
                     viewport={"width": width, "height": 800}, color_scheme=scheme,
-                    locale="en-GB")
+                    locale="en-GB", timezone_id="UTC")
                 page = await context.new_page()
                 await page.goto(url)
                 await page.wait_for_selector("html[data-rendered=complete]",
                                              timeout=RENDER_TIMEOUT_MS)
                 await page.wait_for_timeout(300)
-                path = out / name
-                path.write_bytes(await page.screenshot(full_page=True))
-                print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+                files = [(out / shots[width], page.screenshot(full_page=True))] \
+                    if width in shots else []
+                files += [(out / name, page.locator(f"#card-{card}").screenshot())
+                          for card, name in (cards or {}).get(width, {}).items()]
+                for path, taking in files:
+                    path.write_bytes(await taking)
+                    print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
                 await context.close()
         finally:
             await browser.close()
