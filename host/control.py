@@ -51,8 +51,10 @@ def add_routes(app: web.Application, config: HostConfig) -> None:
         "responses": {"200": _json_response("The Pi stored it.", {"type": "object"}),
                       "400": _json_response("Refused by the Pi (the field or limit named).",
                                             _ref("Error")),
-                      "403": _json_response("Not a loopback client.", _ref("Error")),
+                      "403": _json_response("Not a loopback client, or a cross-site page.",
+                                            _ref("Error")),
                       "409": _json_response("The Pi has no energy control.", _ref("Error")),
+                      "415": _json_response("Not JSON.", _ref("Error")),
                       "502": _json_response("The Pi answered with an error.", _ref("Error")),
                       "503": _json_response("The Pi cannot be reached.", _ref("Error"))}})
     add_route(app, "POST", REPLAN_PATH, post_replan, {
@@ -68,13 +70,28 @@ def add_routes(app: web.Application, config: HostConfig) -> None:
 
 
 def _loopback(request: web.Request) -> web.Response | None:
+    """None for the host's own clients; else the 403 to answer.
+
+    Loopback alone is not enough: a web page from anywhere, open in a browser on the host,
+    could POST here (a "simple" cross-site request needs no CORS preflight). Browsers name
+    the page that sends a request (``Origin``, ``Sec-Fetch-Site``): only the agent's own
+    pages, and clients that are no browser (the CLI sends neither), get through.
+    """
     try:
-        if request.remote is not None and ipaddress.ip_address(request.remote).is_loopback:
-            return None
+        loopback = request.remote is not None and ipaddress.ip_address(request.remote).is_loopback
     except ValueError:
-        pass
-    return json_error(403, "forbidden", "manual control answers loopback clients only "
-                      "(run `edgepair host control …` on the host)")
+        loopback = False
+    if not loopback:
+        return json_error(403, "forbidden", "manual control answers loopback clients only "
+                          "(run `edgepair host control …` on the host)")
+    origin = request.headers.get("Origin")
+    site = request.headers.get("Sec-Fetch-Site", "").lower()
+    if site in ("cross-site", "same-site") or (
+            origin is not None and origin != f"{request.scheme}://{request.host}"):
+        return json_error(403, "cross_origin", f"manual control refuses requests a page from "
+                          f"{origin or 'another site'} sends: only this agent's own page or "
+                          f"the host's CLI may move the battery")
+    return None
 
 
 async def post_override(request: web.Request) -> web.Response:
@@ -82,6 +99,9 @@ async def post_override(request: web.Request) -> web.Response:
     refused = _loopback(request)
     if refused is not None:
         return refused
+    if request.content_type != "application/json":
+        return json_error(415, "unsupported_media_type",
+                          f"expected Content-Type: application/json, got {request.content_type}")
     body = await json_body(request)
     body.pop("source", None)
     config = request.app[CONFIG]

@@ -94,14 +94,25 @@ async def test_the_host_forwards_overrides_and_replans(tmp_path: Path,
 
 
 def test_manual_control_answers_loopback_clients_only() -> None:
-    def request(peer: str) -> object:
+    def request(peer: str, headers: dict[str, str] | None = None) -> object:
         transport = mock.Mock()
         transport.get_extra_info.side_effect = lambda name, default=None: \
             (peer, 40000) if name == "peername" else default
-        return make_mocked_request("POST", control.OVERRIDE_PATH, transport=transport)
+        return make_mocked_request("POST", control.OVERRIDE_PATH, transport=transport,
+                                   headers={"Host": "127.0.0.1:8771", **(headers or {})})
 
     refused = control._loopback(request("192.168.1.20"))  # type: ignore[arg-type]
     assert refused is not None
     assert refused.status == 403
     assert control._loopback(request("127.0.0.3")) is None  # type: ignore[arg-type]
     assert control._loopback(request("::1")) is None  # type: ignore[arg-type]
+    # A page from elsewhere open in a browser on the host (CSRF) is refused; the agent's
+    # own page and the CLI (no Origin) are not.
+    for hostile in ({"Origin": "https://evil.example"}, {"Origin": "null"},
+                    {"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://127.0.0.1:9999"}):
+        refused = control._loopback(request("127.0.0.1", hostile))  # type: ignore[arg-type]
+        assert refused is not None, hostile
+        assert refused.status == 403
+        assert b"cross_origin" in refused.body  # type: ignore[operator]
+    own = {"Origin": "http://127.0.0.1:8771", "Sec-Fetch-Site": "same-origin"}
+    assert control._loopback(request("127.0.0.1", own)) is None  # type: ignore[arg-type]
