@@ -22,11 +22,9 @@ from datetime import date, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from handshake.errors import FatalError, TemporaryError
-from handshake.util import privatefile
 from pi.control import audit
 from pi.control.audit import Measured, SlotPlan
-from pi.power.history import Calendar
+from pi.power.history import Calendar, connect_wal, open_or_set_aside
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +32,6 @@ DATABASE = "energy.sqlite3"
 SCHEMA_VERSION = 1
 SLOT_S = 900
 MS_PER_MINUTE = 60_000
-CACHE_KIB = 1024
-BUSY_TIMEOUT_S = 5.0
 # What a tick's mode is stored as (a small integer: a year of minutes stays small).
 MODES = ("safe_unverified", "safe", "normal", "hold", "charge", "discharge", "limit_export")
 OVERRIDE_FLAG = 16  # added to the mode code while a manual override is in force
@@ -78,10 +74,6 @@ _AUDITED = (f"UPDATE slot SET audited = 1, {', '.join(f + ' = ?' for f in _AUDIT
             "WHERE start = ?")
 _SLOTS = (f"SELECT {', '.join(_SLOT_COLUMNS)} FROM slot "  # noqa: S608
           "WHERE start >= ? AND start < ? ORDER BY start")
-
-
-class NewerSchema(Exception):
-    """The history was written by a newer edgepair: leave it alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,34 +125,11 @@ class EnergyHistory:
 
     def open(self) -> None:
         """Open (creating) the database; a file that is not one is moved aside, never lost."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._open()
-        except sqlite3.OperationalError as exc:
-            self.close()
-            raise TemporaryError(f"cannot open the energy history {self.path}: {exc}") from exc
-        except NewerSchema as exc:
-            self.close()
-            raise FatalError(f"{self.path}: {exc}; upgrade edgepair (or move the file "
-                             "aside to start a new history)") from exc
-        except sqlite3.DatabaseError as exc:
-            self.close()
-            privatefile.set_aside_database(self.path, exc, log=log)
-            self._open()
+        open_or_set_aside(self.path, "energy history", self._open, self.close)
 
     def _open(self) -> None:
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        self._db = db
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise NewerSchema(f"schema version {version} is newer than this edgepair's "
-                              f"({SCHEMA_VERSION})")
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self.last_ts = db.execute("SELECT max(ts) FROM raw").fetchone()[0]
+        self._db = connect_wal(self.path, _SCHEMA, SCHEMA_VERSION)
+        self.last_ts = self._db.execute("SELECT max(ts) FROM raw").fetchone()[0]
 
     def close(self) -> None:
         db, self._db = self._db, None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from datetime import time as dtime
@@ -146,37 +146,10 @@ class History:
                                        timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self._load_plugs()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._open()
-        except sqlite3.OperationalError as exc:
-            # Locked, full, read-only, an I/O error: the file may be fine, and it holds
-            # years of history. Never move it aside for that; say so and let systemd retry.
-            self.close()
-            raise TemporaryError(f"cannot open the power history {self.path}: {exc}") from exc
-        except NewerSchema as exc:
-            self.close()
-            raise FatalError(f"{self.path}: {exc}; upgrade edgepair (or move the file "
-                             "aside to start a new history)") from exc
-        except sqlite3.DatabaseError as exc:  # not a database, or a malformed one
-            self.close()
-            privatefile.set_aside_database(self.path, exc, log=log)
-            self._open()
+        open_or_set_aside(self.path, "power history", self._open, self.close)
 
     def _open(self) -> None:
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        self._db = db
-        db.execute("PRAGMA journal_mode=WAL")
-        # In WAL mode NORMAL never corrupts; a power cut may lose the last commits, a killed
-        # process loses nothing committed. FULL would fsync on every commit (SD wear).
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise NewerSchema(f"schema version {version} is newer than this edgepair's "
-                              f"({SCHEMA_VERSION})")
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db = connect_wal(self.path, _SCHEMA, SCHEMA_VERSION)
         self._load_plugs()
 
     def close(self) -> None:
@@ -375,3 +348,48 @@ class Pending:
         if overflow > 0:
             del self.samples[:overflow]
             self.dropped += overflow
+
+
+# -- one way to open a history database (the power and the energy history share it) -----
+
+def open_or_set_aside(path: Path, what: str, connect: Callable[[], None],
+                      close: Callable[[], None]) -> None:
+    """``connect()``; a file that is not a database is moved aside (never lost) and a new
+    one made. Locked, full, read-only or an I/O error: the file may be fine and hold years
+    of history, so it stays, and the error says so (systemd retries)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        connect()
+    except sqlite3.OperationalError as exc:
+        close()
+        raise TemporaryError(f"cannot open the {what} {path}: {exc}") from exc
+    except NewerSchema as exc:
+        close()
+        raise FatalError(f"{path}: {exc}; upgrade edgepair (or move the file "
+                         "aside to start a new history)") from exc
+    except sqlite3.DatabaseError as exc:  # not a database, or a malformed one
+        close()
+        privatefile.set_aside_database(path, exc, log=log)
+        connect()
+
+
+def connect_wal(path: Path, schema: str, schema_version: int) -> sqlite3.Connection:
+    """A WAL connection to ``path`` with ``schema`` applied; NewerSchema (closed) when the
+    file was written by a newer edgepair."""
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL never corrupts; a power cut may lose the last commits, a killed
+        # process loses nothing committed. FULL would fsync on every commit (SD wear).
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > schema_version:
+            raise NewerSchema(f"schema version {version} is newer than this edgepair's "
+                              f"({schema_version})")
+        db.executescript(schema)
+        db.execute(f"PRAGMA user_version={schema_version}")
+    except BaseException:
+        db.close()
+        raise
+    return db
